@@ -1,0 +1,557 @@
+"""Label sources -> the canonical labels table.
+
+Each reader turns one file format into a :class:`SourceLabels` (image ids plus whatever the format carries:
+original labels, valid multi-label sets, unclear sets, problematic flags). :func:`build_dataset_labels` joins a
+dataset's ``original`` and ``multi`` sources into the canonical table (DESIGN.md):
+
+    dataset (str), image_id (str), original (int16, -1 unknown), valid (list<int16>: empty = no valid ImageNet
+    class, null = not annotated), problematic (bool, null = unknown), unclear (list<int16>, null = unknown)
+
+and :class:`LabelArrays` is the same content as flat numpy arrays (CSR for the label sets), the form every
+statistic and metric computes on.
+
+Formats (the ``format`` key of a label source in the run config):
+
+=====================  =====================================================================================
+``real-json``           ReaL: a JSON list of 50,000 label lists; entry i is ``ILSVRC2012_val_{i+1:08d}``.
+                        With no path, the copy shipped inside timm (``timm/data/_info/imagenet_real_labels.json``).
+``multilabelfy-json``   ImageNetV2 refined labels: ``{"<id>.jpeg": ["370", ...]}``.
+``imagenetv2-json``     ImageNetV2 dataset JSONs: ``image_filenames: [[file, wnid], ...]`` -> original labels.
+``tfds-multilabel-csv`` Shankar et al. / TFDS multi-labels: ``id, original_label, proposed_labels (correct),
+                        unclear_multi_labels, wrong_multi_labels, is_problematic``.
+``loc-val-solution-csv`` Kaggle ``LOC_val_solution.csv``: ``ImageId,PredictionString`` (wnid + box, repeated).
+``table``               any CSV or Parquet with ``image_id`` plus ``label`` (int) and/or ``labels`` (list, or
+                        ``;``-separated string), optional ``problematic``.
+=====================  =====================================================================================
+
+Image ids are file stems (``ILSVRC2012_val_00000001``, the 40-hex ImageNetV2 id): a known image extension and
+any folder part are removed. Every problem is a one-line :class:`MlrayError` naming the file and the entry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pyarrow as pa
+
+from .errors import MlrayError
+from .vocab import NUM_CLASSES, Vocabulary, imagenet_vocabulary, timm_info_dir
+
+REAL_NUM_IMAGES = 50_000
+IMAGE_EXTENSIONS = {".jpeg", ".jpg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"}
+FORMATS = (
+    "real-json",
+    "multilabelfy-json",
+    "imagenetv2-json",
+    "tfds-multilabel-csv",
+    "loc-val-solution-csv",
+    "table",
+)
+UNKNOWN_IMAGE_POLICIES = ("error", "skip")
+
+LABEL_LIST = pa.list_(pa.int16())
+LABELS_SCHEMA = pa.schema(
+    [
+        ("dataset", pa.string()),
+        ("image_id", pa.string()),
+        ("original", pa.int16()),
+        ("valid", LABEL_LIST),
+        ("problematic", pa.bool_()),
+        ("unclear", LABEL_LIST),
+    ]
+)
+
+
+def image_id_from_name(name: str) -> str:
+    """The canonical image id of a file name or path: its name without a known image extension."""
+    base = PurePosixPath(str(name).replace("\\", "/")).name
+    stem, dot, ext = base.rpartition(".")
+    if dot and stem and f".{ext.lower()}" in IMAGE_EXTENSIONS:
+        return stem
+    return base
+
+
+def real_image_id(index0: int) -> str:
+    """The ImageNet val image id of ReaL entry ``index0`` (0-based): ``ILSVRC2012_val_{index0+1:08d}``."""
+    return f"ILSVRC2012_val_{index0 + 1:08d}"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# What a reader returns
+
+
+@dataclass
+class SourceLabels:
+    """The content of one label file, rows in file order. Absent columns are None."""
+
+    path: str
+    format: str
+    image_ids: list[str]
+    original: list[int] | None = None  # -1 = unknown
+    valid: list[list[int] | None] | None = None  # None entry = not annotated
+    unclear: list[list[int] | None] | None = None
+    problematic: list[bool | None] | None = None
+    merged_duplicates: list[str] = field(default_factory=list)  # entries that named a class twice (kept once)
+
+    def __post_init__(self) -> None:
+        seen: dict[str, int] = {}
+        for row, image_id in enumerate(self.image_ids):
+            if image_id in seen:
+                raise MlrayError(
+                    f"{self.path}: duplicate image id {image_id!r} (entries {seen[image_id] + 1} and {row + 1})"
+                )
+            seen[image_id] = row
+
+
+class _Checker:
+    """Turns raw label values into class indices, with errors naming the file and the entry."""
+
+    def __init__(self, path: str, vocab: Vocabulary | None = None):
+        self.path = path
+        self._vocab = vocab
+        self.merged: list[str] = []  # entries whose label set named a class twice
+
+    @property
+    def vocab(self) -> Vocabulary:
+        if self._vocab is None:
+            self._vocab = imagenet_vocabulary()
+        return self._vocab
+
+    def fail(self, entry: object, what: str) -> MlrayError:
+        return MlrayError(f"{self.path}: entry {entry}: {what}")
+
+    def cls(self, value: object, entry: object, allow_unknown: bool = False) -> int:
+        """A class index 0..999 from an int or an integer string (-1 allowed as 'unknown' when asked)."""
+        if isinstance(value, (bool, np.bool_)):
+            raise self.fail(entry, f"label {value!r} is not a class index")
+        if isinstance(value, (int, np.integer)):
+            idx = int(value)
+        elif isinstance(value, (float, np.floating)) and float(value).is_integer():
+            idx = int(value)
+        elif isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            idx = int(value.strip())
+        else:
+            raise self.fail(entry, f"label {value!r} is not a class index")
+        if allow_unknown and idx == -1:
+            return -1
+        if not 0 <= idx < NUM_CLASSES:
+            raise self.fail(entry, f"class index {idx} is outside 0..{NUM_CLASSES - 1}")
+        return idx
+
+    def wnid(self, value: object, entry: object) -> int:
+        if not isinstance(value, str):
+            raise self.fail(entry, f"wnid {value!r} is not a string")
+        if value not in self.vocab.index_of:
+            raise self.fail(entry, f"unknown wnid {value!r} (not one of the 1,000 ImageNet-1k synsets)")
+        return self.vocab.index_of[value]
+
+    def label_set(self, values: Iterable[object], entry: object) -> list[int]:
+        """A set of class indices; a class written twice is kept once and counted in ``merged`` (no loss)."""
+        out = [self.cls(v, entry) for v in values]
+        if len(set(out)) != len(out):
+            self.merged.append(str(entry))
+            out = list(dict.fromkeys(out))
+        return out
+
+    def split_set(self, text: object, entry: object, sep: str) -> list[int]:
+        """A label set written as a separated string ('' = empty set)."""
+        if text is None:
+            return []
+        if isinstance(text, (list, tuple, np.ndarray)):
+            return self.label_set(text, entry)
+        parts = [p.strip() for p in str(text).split(sep)]
+        return self.label_set([p for p in parts if p], entry)
+
+
+def _load_json(path: Path, shown: str) -> object:
+    try:
+        with open(path, "rb") as fh:
+            return json.load(fh)
+    except json.JSONDecodeError as exc:
+        raise MlrayError(f"{shown}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except UnicodeDecodeError:
+        raise MlrayError(f"{shown}: malformed JSON: not UTF-8 text") from None
+
+
+def _read_csv(path: Path, shown: str, required: Sequence[str], sep: str = ","):
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, sep=sep)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MlrayError(f"{shown}: malformed CSV: {first}") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise MlrayError(f"{shown}: missing column(s) {', '.join(missing)} (found: {', '.join(frame.columns)})")
+    return frame
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Readers, one per format
+
+
+def read_real_json(path: Path | None, shown: str | None = None, vocab: Vocabulary | None = None) -> SourceLabels:
+    """ReaL (Beyer et al. 2020): list of 50,000 label lists; entry i -> ``ILSVRC2012_val_{i+1:08d}``."""
+    if path is None:
+        path = timm_info_dir() / "imagenet_real_labels.json"
+    shown = shown or str(path)
+    data = _load_json(path, shown)
+    if not isinstance(data, list):
+        raise MlrayError(f"{shown}: a ReaL file is a JSON list of 50,000 label lists, found {type(data).__name__}")
+    if len(data) != REAL_NUM_IMAGES:
+        raise MlrayError(f"{shown}: a ReaL file has 50,000 entries (one per val image), found {len(data):,}")
+    check = _Checker(shown, vocab)
+    valid = []
+    for i, labels in enumerate(data):
+        if not isinstance(labels, list):
+            raise check.fail(f"{i} ({real_image_id(i)})", f"expected a list of class indices, found {labels!r}")
+        valid.append(check.label_set(labels, f"{i} ({real_image_id(i)})"))
+    return _done(SourceLabels(shown, "real-json", [real_image_id(i) for i in range(len(data))], valid=valid), check)
+
+
+def read_multilabelfy_json(path: Path, shown: str | None = None, vocab: Vocabulary | None = None) -> SourceLabels:
+    """ImageNetV2 refined labels (Anzaku et al.): ``{"<id>.jpeg": ["370", ...]}``; [] = no valid class."""
+    shown = shown or str(path)
+    data = _load_json(path, shown)
+    if not isinstance(data, dict):
+        raise MlrayError(f"{shown}: expected a JSON object {{\"<id>.jpeg\": [labels]}}, found {type(data).__name__}")
+    check = _Checker(shown, vocab)
+    ids, valid = [], []
+    for key, labels in data.items():
+        if labels is None:
+            ids.append(image_id_from_name(key))
+            valid.append(None)
+            continue
+        if not isinstance(labels, list):
+            raise check.fail(repr(key), f"expected a list of class indices, found {labels!r}")
+        ids.append(image_id_from_name(key))
+        valid.append(check.label_set(labels, repr(key)))
+    return _done(SourceLabels(shown, "multilabelfy-json", ids, valid=valid), check)
+
+
+def read_imagenetv2_json(path: Path, shown: str | None = None, vocab: Vocabulary | None = None) -> SourceLabels:
+    """ImageNetV2 repository dataset JSON: ``image_filenames: [[file, wnid], ...]`` -> original labels."""
+    shown = shown or str(path)
+    data = _load_json(path, shown)
+    if not isinstance(data, dict) or not isinstance(data.get("image_filenames"), list):
+        raise MlrayError(f"{shown}: expected a JSON object with an 'image_filenames' list of [file, wnid] pairs")
+    check = _Checker(shown, vocab)
+    ids, original = [], []
+    for i, pair in enumerate(data["image_filenames"]):
+        if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str)):
+            raise check.fail(f"image_filenames[{i}]", f"expected [file, wnid], found {pair!r}")
+        ids.append(image_id_from_name(pair[0]))
+        original.append(check.wnid(pair[1], f"image_filenames[{i}] ({pair[0]})"))
+    return SourceLabels(shown, "imagenetv2-json", ids, original=original)
+
+
+def _bool_cell(value: str, check: _Checker, entry: str) -> bool | None:
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    if text in ("", "nan", "none", "null"):
+        return None
+    raise check.fail(entry, f"problematic flag {value!r} is not true/false")
+
+
+def read_tfds_multilabel_csv(path: Path, shown: str | None = None, vocab: Vocabulary | None = None) -> SourceLabels:
+    """Shankar et al. 2020 / TFDS ``imagenet2012_multilabel`` as CSV: correct -> valid, unclear, problematic."""
+    shown = shown or str(path)
+    frame = _read_csv(path, shown, ["id", "original_label", "proposed_labels", "unclear_multi_labels", "is_problematic"])
+    check = _Checker(shown, vocab)
+    ids, original, valid, unclear, problematic = [], [], [], [], []
+    for row in frame.itertuples(index=False):
+        entry = f"row {len(ids) + 2} ({row.id})"
+        ids.append(image_id_from_name(row.id))
+        original.append(check.cls(row.original_label, entry, allow_unknown=True) if row.original_label != "" else -1)
+        valid.append(check.split_set(row.proposed_labels, entry, ","))
+        unclear.append(check.split_set(row.unclear_multi_labels, entry, ","))
+        problematic.append(_bool_cell(row.is_problematic, check, entry))
+    return _done(SourceLabels(shown, "tfds-multilabel-csv", ids, original, valid, unclear, problematic), check)
+
+
+def read_loc_val_solution_csv(path: Path, shown: str | None = None, vocab: Vocabulary | None = None) -> SourceLabels:
+    """Kaggle ``LOC_val_solution.csv``: ``ImageId,PredictionString`` ("wnid x0 y0 x1 y1" repeated) -> original."""
+    shown = shown or str(path)
+    frame = _read_csv(path, shown, ["ImageId", "PredictionString"])
+    check = _Checker(shown, vocab)
+    ids, original = [], []
+    for i, (image, boxes) in enumerate(zip(frame["ImageId"], frame["PredictionString"])):
+        entry = f"row {i + 2} ({image})"
+        tokens = boxes.split()
+        if not tokens or len(tokens) % 5:
+            raise check.fail(entry, f"PredictionString must be 'wnid x0 y0 x1 y1' repeated, found {boxes!r}")
+        wnids = set(tokens[0::5])
+        if len(wnids) != 1:
+            raise check.fail(entry, f"boxes name different classes {sorted(wnids)}; a val image has one original label")
+        ids.append(image_id_from_name(image))
+        original.append(check.wnid(tokens[0], entry))
+    return SourceLabels(shown, "loc-val-solution-csv", ids, original=original)
+
+
+def read_table(path: Path, shown: str | None = None, vocab: Vocabulary | None = None) -> SourceLabels:
+    """Any CSV or Parquet with ``image_id`` and ``label`` (int, -1/empty = unknown) and/or ``labels``.
+
+    ``labels`` is a list column (Parquet; null = not annotated) or a ``;``-separated string (CSV; an empty cell =
+    the empty set). An optional ``problematic`` column (bool) is carried along.
+    """
+    shown = shown or str(path)
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise MlrayError(f"{shown}: not a readable Parquet file ({str(exc).splitlines()[0]})") from None
+        columns = {name: table.column(name).to_pylist() for name in table.column_names}
+    else:
+        frame = _read_csv(path, shown, ["image_id"], sep="\t" if suffix == ".tsv" else ",")
+        columns = {name: frame[name].tolist() for name in frame.columns}
+    if "image_id" not in columns:
+        raise MlrayError(f"{shown}: missing column image_id (found: {', '.join(columns)})")
+    if "label" not in columns and "labels" not in columns:
+        raise MlrayError(f"{shown}: needs a 'label' (original) and/or a 'labels' (valid set) column")
+    check = _Checker(shown, vocab)
+    ids = [image_id_from_name(str(v)) for v in columns["image_id"]]
+    original = valid = problematic = None
+    if "label" in columns:
+        original = []
+        for i, value in enumerate(columns["label"]):
+            empty = value is None or (isinstance(value, str) and value.strip() == "")
+            original.append(-1 if empty else check.cls(value, f"row {i + 2} ({ids[i]})", allow_unknown=True))
+    if "labels" in columns:
+        valid = []
+        for i, value in enumerate(columns["labels"]):
+            entry = f"row {i + 2} ({ids[i]})"
+            valid.append(None if value is None else check.split_set(value, entry, ";"))
+    if "problematic" in columns:
+        problematic = [
+            v if isinstance(v, bool) or v is None else _bool_cell(v, check, f"row {i + 2} ({ids[i]})")
+            for i, v in enumerate(columns["problematic"])
+        ]
+    return _done(SourceLabels(shown, "table", ids, original=original, valid=valid, problematic=problematic), check)
+
+
+READERS = {
+    "real-json": read_real_json,
+    "multilabelfy-json": read_multilabelfy_json,
+    "imagenetv2-json": read_imagenetv2_json,
+    "tfds-multilabel-csv": read_tfds_multilabel_csv,
+    "loc-val-solution-csv": read_loc_val_solution_csv,
+    "table": read_table,
+}
+
+
+def read_source(fmt: str, path: str | os.PathLike | None, base_dir: str | os.PathLike | None = None) -> SourceLabels:
+    """Read one label source. ``path`` may be relative to ``base_dir``, a URL or an object-store URI."""
+    from .io import resolve
+
+    if fmt not in READERS:
+        raise MlrayError(f"unknown label format {fmt!r}; known formats: {', '.join(FORMATS)}")
+    if path is None:
+        if fmt != "real-json":
+            raise MlrayError(f"label format {fmt!r} needs a path (only real-json has a built-in copy)")
+        return read_real_json(None)
+    local = resolve(path, base_dir)
+    return READERS[fmt](local, shown=str(path) if "://" in str(path) else str(local))
+
+
+def _done(src: SourceLabels, check: _Checker) -> SourceLabels:
+    src.merged_duplicates = check.merged
+    return src
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The canonical table of one dataset
+
+
+@dataclass(frozen=True)
+class LabelArrays:
+    """A dataset's labels as flat arrays (what statistics and metrics compute on).
+
+    ``valid`` is stored CSR-style: the label set of image i is ``values[offsets[i]:offsets[i+1]]``; ``annotated[i]``
+    is False where the set is null (not annotated; its slice is then empty). ``original[i]`` is -1 when unknown.
+    """
+
+    image_ids: np.ndarray  # object (n,)
+    original: np.ndarray  # int16 (n,)
+    offsets: np.ndarray  # int64 (n+1,)
+    values: np.ndarray  # int16 (m,)
+    annotated: np.ndarray  # bool (n,)
+    problematic: np.ndarray | None = None  # bool (n,), None = not given by the source
+    unclear_offsets: np.ndarray | None = None
+    unclear_values: np.ndarray | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.image_ids)
+
+    @property
+    def counts(self) -> np.ndarray:
+        """Number of valid labels per image (0 for empty and for unannotated images)."""
+        return np.diff(self.offsets)
+
+    @property
+    def labelled(self) -> np.ndarray:
+        """Images with a non-empty valid set (the ones multi-label metrics are taken over)."""
+        return self.annotated & (self.counts > 0)
+
+    def row_of_values(self) -> np.ndarray:
+        """For each entry of ``values``, the image row it belongs to."""
+        return np.repeat(np.arange(self.n), self.counts)
+
+
+def _list_column(values: Sequence[list[int] | None]) -> pa.Array:
+    return pa.array(values, type=LABEL_LIST)
+
+
+def _csr(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if isinstance(arr, pa.ChunkedArray):  # zero chunks
+        arr = pa.array([], type=LABEL_LIST)
+    annotated = arr.is_valid().to_numpy(zero_copy_only=False)
+    arr = arr.fill_null([]) if arr.null_count else arr
+    offsets = arr.offsets.to_numpy().astype(np.int64)
+    values = arr.values.to_numpy(zero_copy_only=False).astype(np.int16)
+    values = values[offsets[0] : offsets[-1]]
+    return offsets - offsets[0], values, annotated
+
+
+@dataclass
+class DatasetLabels:
+    """The canonical labels table of one dataset plus what the join reported."""
+
+    name: str
+    table: pa.Table
+    sources: dict[str, str] = field(default_factory=dict)  # role -> "format:path"
+    skipped_unknown: int = 0  # multi-label entries for images outside the dataset, skipped by policy
+    skipped_examples: list[str] = field(default_factory=list)
+    merged_duplicates: int = 0  # label sets that named a class twice (kept once)
+
+    @property
+    def n_images(self) -> int:
+        return self.table.num_rows
+
+    def arrays(self) -> LabelArrays:
+        t = self.table
+        offsets, values, annotated = _csr(t.column("valid"))
+        problematic = None
+        prob_col = t.column("problematic")
+        if prob_col.null_count < t.num_rows:
+            problematic = prob_col.fill_null(False).to_numpy().astype(bool)
+        unclear_offsets = unclear_values = None
+        if t.column("unclear").null_count < t.num_rows:
+            unclear_offsets, unclear_values, _ = _csr(t.column("unclear"))
+        return LabelArrays(
+            image_ids=np.asarray(t.column("image_id").to_pylist(), dtype=object),
+            original=t.column("original").to_numpy().astype(np.int16),
+            offsets=offsets,
+            values=values,
+            annotated=annotated,
+            problematic=problematic,
+            unclear_offsets=unclear_offsets,
+            unclear_values=unclear_values,
+        )
+
+
+def build_dataset_labels(
+    name: str,
+    original: SourceLabels | None,
+    multi: SourceLabels | None,
+    on_unknown_image: str = "error",
+    image_ids: Sequence[str] | None = None,
+) -> DatasetLabels:
+    """Join a dataset's label sources into its canonical table.
+
+    Rows are sorted by image id. The dataset's image set is ``image_ids`` when given (the images define the dataset), else that of the
+    original-label source, else that of the multi-label source. Label entries for images outside that set are an
+    error, or with ``on_unknown_image='skip'`` are skipped and counted (``skipped_unknown``). Images with no
+    multi-label entry get a null ``valid`` (not annotated); images with no original label get -1.
+    When there is no original source, original labels come from the multi source if it carries them
+    (tfds-multilabel-csv, table with ``label``).
+    """
+    if original is None and multi is None and image_ids is None:
+        raise MlrayError(f"dataset {name!r}: no label source and no images")
+    if on_unknown_image not in UNKNOWN_IMAGE_POLICIES:
+        raise MlrayError(f"dataset {name!r}: on_unknown_image must be one of {UNKNOWN_IMAGE_POLICIES}")
+    if original is not None and original.original is None:
+        raise MlrayError(f"{original.path}: format {original.format} carries no original labels (use it as 'multi')")
+    if multi is not None and multi.valid is None:
+        raise MlrayError(f"{multi.path}: format {multi.format} carries no multi-label sets (use it as 'original')")
+
+    if image_ids is not None:
+        ids = sorted(image_ids)
+    elif original is not None:
+        ids = sorted(original.image_ids)
+    else:
+        ids = sorted(multi.image_ids)  # type: ignore[union-attr]
+    row_of = {image_id: i for i, image_id in enumerate(ids)}
+    n = len(ids)
+    skipped: list[str] = []
+
+    def place(src: SourceLabels) -> np.ndarray:
+        """Row of each source entry in the dataset (-1 = unknown image, skipped by policy)."""
+        rows = np.fromiter((row_of.get(i, -1) for i in src.image_ids), dtype=np.int64, count=len(src.image_ids))
+        unknown = np.flatnonzero(rows < 0)
+        if len(unknown):
+            examples = [src.image_ids[j] for j in unknown[:3]]
+            if on_unknown_image == "error":
+                raise MlrayError(
+                    f"{src.path}: {len(unknown):,} entries name images that dataset {name!r} does not have, "
+                    f"e.g. {', '.join(examples)} (set on_unknown_image: skip to skip and count them)"
+                )
+            skipped.extend(src.image_ids[j] for j in unknown)
+        return rows
+
+    orig = np.full(n, -1, dtype=np.int16)
+    original_from = original if original is not None else (multi if multi and multi.original is not None else None)
+    placed: dict[int, np.ndarray] = {}  # id(source) -> rows, so a source used twice is placed (and counted) once
+    if original_from is not None:
+        rows = placed.setdefault(id(original_from), place(original_from))
+        keep = rows >= 0
+        orig[rows[keep]] = np.asarray(original_from.original, dtype=np.int16)[keep]
+
+    valid: list[list[int] | None] = [None] * n
+    unclear: list[list[int] | None] = [None] * n
+    problematic: list[bool | None] = [None] * n
+    if multi is not None:
+        rows = placed[id(multi)] if id(multi) in placed else place(multi)
+        for j, r in enumerate(rows.tolist()):
+            if r < 0:
+                continue
+            valid[r] = multi.valid[j]  # type: ignore[index]
+            if multi.unclear is not None:
+                unclear[r] = multi.unclear[j]
+            if multi.problematic is not None:
+                problematic[r] = multi.problematic[j]
+    # a skipped image counted once even when both sources name it
+    skipped_unique = list(dict.fromkeys(skipped))
+
+    table = pa.table(
+        {
+            "dataset": pa.array([name] * n, type=pa.string()),
+            "image_id": pa.array(ids, type=pa.string()),
+            "original": pa.array(orig, type=pa.int16()),
+            "valid": _list_column(valid),
+            "problematic": pa.array(problematic, type=pa.bool_()),
+            "unclear": _list_column(unclear),
+        },
+        schema=LABELS_SCHEMA,
+    )
+    sources = {}
+    if original is not None:
+        sources["original"] = f"{original.format}:{original.path}"
+    if multi is not None:
+        sources["multi"] = f"{multi.format}:{multi.path}"
+    merged = sum(len(src.merged_duplicates) for src in {id(s): s for s in (original, multi) if s}.values())
+    return DatasetLabels(name, table, sources, len(skipped_unique), skipped_unique[:5], merged)
