@@ -86,3 +86,28 @@ def resolve(path: str | os.PathLike, base_dir: str | os.PathLike | None = None) 
     if not dest.exists():
         _download(text, scheme, dest)
     return dest
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (or its type name), for one-line error messages."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def read_csv_strict(path: str | os.PathLike, shown: str, sep: str = ","):
+    """A CSV as a DataFrame of strings ('' = empty cell), column names stripped. Rows with more fields than the
+    header are an error (pandas would otherwise silently turn the extra leading fields into an index)."""
+    import warnings
+
+    import pandas as pd
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, sep=sep, index_col=False)
+    except pd.errors.ParserWarning:
+        raise MlrayError(f"{shown}: malformed CSV: rows have more fields than the header") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+        raise MlrayError(f"{shown}: malformed CSV: {first_line(exc)}") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    return frame

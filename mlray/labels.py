@@ -179,14 +179,9 @@ def _load_json(path: Path, shown: str) -> object:
 
 
 def _read_csv(path: Path, shown: str, required: Sequence[str], sep: str = ","):
-    import pandas as pd
+    from .io import read_csv_strict
 
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, sep=sep)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise MlrayError(f"{shown}: malformed CSV: {first}") from None
-    frame.columns = [str(c).strip() for c in frame.columns]
+    frame = read_csv_strict(path, shown, sep=sep)
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise MlrayError(f"{shown}: missing column(s) {', '.join(missing)} (found: {', '.join(frame.columns)})")

@@ -337,3 +337,9 @@ def test_real_derived_csv_as_table_equals_imagenetv2_json(tmp_path):
     table = read_source("table", tmp_path / "gt.csv")
     v2json = read_source("imagenetv2-json", shared("imagenetv2", "imagenet-validation-original.json"))
     assert dict(zip(table.image_ids, table.original)) == dict(zip(v2json.image_ids, v2json.original))
+
+
+def test_bad_csv_every_row_wider_than_header(tmp_path):
+    # pandas would silently shift the columns (extra leading fields become an index)
+    path = write(tmp_path / "t.csv", "image_id,label\na,1,5\nb,2,6\n")
+    expect_error("malformed CSV: rows have more fields than the header", "table", path)
