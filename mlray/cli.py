@@ -125,8 +125,126 @@ def stats(
     console.print(f"reports in [bold]{out}[/] ({', '.join(p.name for p in result.paths.values())}); {result.seconds:.1f} s")
 
 
+@app.command("import-results")
+def import_results_cmd(
+    paths: Annotated[list[Path], typer.Argument(help="timm results-*.csv files, imagenet-testbed robustness_top1s.csv, or folders of them.")],
+    out: OutOpt = Path("mlray-out/reports"),
+) -> None:
+    """Import published aggregate results (timm, imagenet-testbed) into external_results.parquet."""
+    from .external import import_results
+
+    df, summary, path = import_results(paths, out)
+    console.print(
+        f"{len(df):,} rows: {df['model'].nunique():,} models x {df['dataset'].nunique()} datasets "
+        f"from {df['source'].nunique()} files -> [bold]{path}[/]"
+    )
+    table = Table(title="ImageNet val -> ImageNetV2 MatchedFrequency top-1 gap across models (points)", title_justify="left")
+    for col in ("collection", "models", "mean", "median", "std", "min", "p10", "p90", "max"):
+        table.add_column(col, justify="left" if col == "collection" else "right")
+    for r in summary.itertuples():
+        table.add_row(r.collection, f"{r.count:,}", *(f"{100 * getattr(r, c):.2f}" for c in ("mean", "median", "std", "min", "p10", "p90", "max")))
+    console.print(table)
+
+
+def _print_scores(result, dataset_order: list[str]) -> None:
+    mm = result.frames["model_metrics"]
+    table = Table(title="Headline metrics (%; CIs in model_metrics.parquet)", title_justify="left")
+    show = ["top1", "real_top1", "vtopk_all", "vtopk_frac", "asma_vtopk_all"]
+    for col in ("model", "dataset", *show):
+        table.add_column(col, justify="left" if col in ("model", "dataset") else "right", overflow="fold")
+    for (model, dataset), rows in mm.groupby(["model", "dataset"], sort=False):
+        m = rows.set_index("metric")
+        cells = []
+        for metric in show:
+            r = m.loc[metric]
+            cells.append("n/a" if not r["available"] else f"{100 * r['value']:.2f}")
+        table.add_row(model, dataset, *cells)
+    console.print(table)
+    gd = result.frames["gap_decomposition"]
+    if len(gd):
+        order = {name: i for i, name in enumerate(dataset_order)}
+        forward = gd[[order[a] < order[b] for a, b in zip(gd.dataset_a, gd.dataset_b)]]
+        for (da, db), rows in forward.groupby(["dataset_a", "dataset_b"], sort=False):
+            t = Table(title=f"Gap {da} -> {db} in points (share explained by the label-count mix)", title_justify="left")
+            t.add_column("model", overflow="fold")
+            for metric in ("top1", "real_top1", "vtopk_all"):
+                t.add_column(metric, justify="right")
+            t.add_column("asma_vtopk_all", justify="right")
+            for model, mrows in rows.groupby("model", sort=False):
+                m = mrows.set_index("metric")
+                cells = []
+                for metric in ("top1", "real_top1", "vtopk_all"):
+                    r = m.loc[metric]
+                    if r["gap"] != r["gap"]:
+                        cells.append("n/a")
+                    else:
+                        share = r["composition"] / r["gap"] if r["gap"] and r["composition"] == r["composition"] else float("nan")
+                        cells.append(f"{100 * r['gap']:+.2f} ({'-' if share != share else f'{100 * share:.0f} %'})")
+                am = mm[(mm.model == model) & (mm.metric == "asma_vtopk_all")].set_index("dataset")["value"]
+                cells.append(f"{100 * (am[da] - am[db]):+.2f}" if da in am and db in am else "n/a")
+                t.add_row(model, *cells)
+            console.print(t)
+    for (dataset, model), (n_missing, examples) in result.missing.items():
+        if n_missing:
+            console.print(
+                f"[yellow]{model} on {dataset}: {n_missing:,} images have no prediction (excluded), e.g. {', '.join(examples)}[/]"
+            )
+
+
+@app.command()
+def score(
+    config: Annotated[Path, typer.Argument(help="Run config (YAML) naming the datasets and their labels.")],
+    predictions: Annotated[
+        list[Path],
+        typer.Option("--predictions", "-p", help="Prediction store folders, store Parquet files, or CSV/Parquet files to import (image_id + top1 or topk). Several may follow one --predictions."),
+    ],
+    out: OutOpt = Path("mlray-out/reports"),
+    dataset: Annotated[Optional[str], typer.Option(help="Dataset of imported files that have no 'dataset' column.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Model of imported files that have no 'model' column.")] = None,
+    max_group: Annotated[int, typer.Option(help="Images with >= this many valid labels form one merged subgroup 'N+'.")] = 5,
+    min_group_size: Annotated[int, typer.Option(help="ASMA leaves out subgroups with fewer images.")] = 10,
+    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the CIs (0 = none).")] = 1000,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    models_per_task: Annotated[int, typer.Option(help="Models scored per Ray task (1 = one task per model and dataset).")] = 16,
+    address: AddressOpt = None,
+    num_cpus: CpusOpt = None,
+) -> None:
+    """Score stored predictions: every multi-label metric, subgroups, ASMA, CIs and the gap decomposition."""
+    from . import cluster
+    from .config import load_config
+    from .metrics import MetricParams
+    from .reports import score_report
+
+    cfg = load_config(config)
+    params = MetricParams(max_group=max_group, min_group_size=min_group_size, n_boot=n_boot, seed=seed)
+    cluster.connect(address, num_cpus)
+    result = score_report(cfg, predictions, out, params, dataset=dataset, model=model, models_per_task=models_per_task)
+    _print_scores(result, [d.name for d in cfg.datasets])
+    console.print(f"reports in [bold]{out}[/] ({', '.join(p.name for p in result.paths.values())}); {result.seconds:.1f} s")
+
+
+def _expand_multi_options(argv: list[str], options=("--predictions", "-p")) -> list[str]:
+    """``--predictions a b c`` -> ``--predictions a --predictions b --predictions c`` (typer options take one value)."""
+    out, i = [], 0
+    while i < len(argv):
+        out.append(argv[i])
+        if argv[i] in options:
+            i += 1
+            first = True
+            while i < len(argv) and (first or not argv[i].startswith("-")):
+                if not first:
+                    out.append(options[0])
+                out.append(argv[i])
+                first = False
+                i += 1
+            continue
+        i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: usage errors are click's; input errors one line, exit status 2."""
+    argv = _expand_multi_options(list(sys.argv[1:] if argv is None else argv))
     try:
         app(args=argv, prog_name="mlray")
     except MlrayError as exc:

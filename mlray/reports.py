@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import cluster
@@ -105,3 +106,177 @@ def stats_report(config: RunConfig, out_dir: str | os.PathLike, top_pairs: int =
     }
     paths = {name: write_report(frames[name], out_dir, name) for name in STATS_REPORTS}
     return StatsResult(summaries, comparison, paths, time.perf_counter() - start)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# mlray score: stored ranked predictions -> model metrics, subgroup metrics, gap decomposition
+
+SCORE_REPORTS = ("model_metrics", "subgroup_metrics", "gap_decomposition", "class_metrics")
+
+
+@dataclass
+class PredictionUnit:
+    """One (dataset, model)'s predictions: partition files read inside the task, or an imported table (a ref)."""
+
+    dataset: str
+    model: str
+    source: str
+    files: list[str] | None = None
+    table: object | None = None  # ray.ObjectRef of a pyarrow Table
+
+
+def collect_predictions(paths, dataset: str | None = None, model: str | None = None) -> list[PredictionUnit]:
+    """What each path holds: a prediction store (root or partition folder), store Parquet files, or files to
+    import (CSV/Parquet with ``image_id`` + ``top1``/``topk``; ``dataset``/``model`` columns or the flags)."""
+    import pyarrow.parquet as pq
+    import ray
+
+    from .errors import MlrayError
+    from .predictions import import_predictions, list_partitions, read_predictions
+
+    units: list[PredictionUnit] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            parts = list_partitions(path)
+            if parts:
+                units += [PredictionUnit(d, m, str(path), files=[str(f) for f in files]) for d, m, files in parts]
+                continue
+            table = read_predictions(path)
+        elif not path.exists():
+            raise MlrayError(f"{path}: no such predictions file or folder")
+        elif path.suffix.lower() in (".parquet", ".pq") and "topk_idx" in pq.read_schema(path).names:
+            table = read_predictions(path)
+        else:
+            table = import_predictions(path, dataset=dataset, model=model)
+        pairs = table.select(["dataset", "model"]).group_by(["dataset", "model"]).aggregate([]).to_pylist()
+        for pair in pairs:
+            mask = pc.and_(pc.equal(table["dataset"], pair["dataset"]), pc.equal(table["model"], pair["model"]))
+            units.append(PredictionUnit(pair["dataset"], pair["model"], str(path), table=ray.put(table.filter(mask))))
+    seen: dict[tuple[str, str], str] = {}
+    for u in units:
+        key = (u.dataset, u.model)
+        if key in seen:
+            raise MlrayError(f"{u.source}: predictions of model {u.model!r} on {u.dataset!r} also come from {seen[key]}")
+        seen[key] = u.source
+    return units
+
+
+def _prepare_labels(config: RunConfig, name: str, params):
+    """A dataset's label arrays and its scoring context (label matrix + bootstrap resamples), built once."""
+    from .metrics import prepare_dataset
+
+    arrays = load_dataset_labels(config, config.dataset(name)).arrays()
+    ctx = prepare_dataset(arrays, params)
+    if params.n_boot:
+        for _ in ctx.resample_chunks(params.n_boot, params.seed):
+            pass  # built (and kept) here, shared through the object store by every model task
+    return arrays, ctx
+
+
+def _score_batch(prepared, units: list[PredictionUnit], params):
+    """Score a batch of models on one dataset (the bootstrap multiplies the shared resamples once per batch)."""
+    import ray
+
+    from .metrics import metrics_frame, per_class_accuracy, score_models, subgroup_frame
+    from .predictions import align, read_predictions
+
+    labels, ctx = prepared
+    aligned = []
+    for u in units:
+        table = ray.get(u.table) if u.table is not None else read_predictions(u.files)
+        aligned.append(align(table, labels, u.dataset, u.model, source=u.source))
+    scores = score_models(labels, [a.topk for a in aligned], params, context=ctx)
+    frames = {"model_metrics": [], "subgroup_metrics": [], "class_metrics": []}
+    missing = {}
+    for u, a, s in zip(units, aligned, scores):
+        for name, frame in (
+            ("model_metrics", metrics_frame(s)),
+            ("subgroup_metrics", subgroup_frame(s)),
+            ("class_metrics", per_class_accuracy(s)),
+        ):
+            frame.insert(0, "dataset", u.dataset)
+            frame.insert(0, "model", u.model)
+            frames[name].append(frame)
+        missing[(u.dataset, u.model)] = (a.n_missing, a.missing_examples)
+    out = {k: pd.concat(v, ignore_index=True) for k, v in frames.items()}
+    return (out, missing), dict(zip((u.model for u in units), scores))
+
+
+def _decompose_pair(model: str, dataset_a: str, dataset_b: str, scores_a: dict, b, params):
+    from .metrics import decomposition_frame
+
+    score_b = b[model] if isinstance(b, dict) else b[0]  # a model's scores on B, or B's labels only
+    frame = decomposition_frame(scores_a[model], score_b, params=params)
+    frame.insert(0, "dataset_b", dataset_b)
+    frame.insert(0, "dataset_a", dataset_a)
+    frame.insert(0, "model", model)
+    return frame
+
+
+@dataclass
+class ScoreResult:
+    frames: dict[str, pd.DataFrame]
+    missing: dict[tuple[str, str], tuple[int, list[str]]]
+    paths: dict[str, Path] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def score_report(
+    config: RunConfig,
+    prediction_paths,
+    out_dir: str | os.PathLike,
+    params=None,
+    dataset: str | None = None,
+    model: str | None = None,
+    models_per_task: int = 16,
+) -> ScoreResult:
+    """Score stored predictions against the config's datasets and write the score reports.
+
+    Ray tasks: one per dataset (labels + scoring context), one per (dataset, batch of up to ``models_per_task``
+    models; 1 = one task per (model, dataset)), and one per (model, ordered pair of datasets) for the
+    decomposition. A pair where only A has the model's predictions still reports ``value_a`` and
+    ``a_standardized_to_b`` (B's labels give its label-count mix).
+    """
+    import ray
+
+    from .errors import MlrayError
+    from .metrics import MetricParams
+
+    params = params or MetricParams()
+    start = time.perf_counter()
+    units = collect_predictions(prediction_paths, dataset, model)
+    names = [d.name for d in config.datasets]
+    for u in units:
+        if u.dataset not in names:
+            raise MlrayError(f"{u.source}: predictions for dataset {u.dataset!r}, which the config does not have (have: {', '.join(names)})")
+    if not units:
+        raise MlrayError("no predictions found in " + ", ".join(map(str, prediction_paths)))
+    prepare = ray.remote(_prepare_labels)
+    batch_task = ray.remote(num_returns=2)(_score_batch)
+    pair_task = ray.remote(_decompose_pair)
+    prepared = {n: prepare.remote(config, n, params) for n in names}
+    frame_refs, score_refs = [], {}  # score_refs[(dataset, model)] -> ref of that batch's scores
+    for n in names:
+        mine = [u for u in units if u.dataset == n]
+        for i in range(0, len(mine), max(1, models_per_task)):
+            batch = mine[i : i + max(1, models_per_task)]
+            frames_ref, scores_ref = batch_task.remote(prepared[n], batch, params)
+            frame_refs.append(frames_ref)
+            for u in batch:
+                score_refs[(n, u.model)] = scores_ref
+    pair_refs = []
+    for a, b in itertools.permutations(names, 2):
+        for m in sorted({u.model for u in units if u.dataset == a}):
+            other = score_refs.get((b, m), prepared[b])
+            pair_refs.append(pair_task.remote(m, a, b, score_refs[(a, m)], other, params))
+    results = cluster.get(frame_refs)
+    decompositions = cluster.get(pair_refs)
+    frames = {
+        name: pd.concat([r[0][name] for r in results], ignore_index=True)
+        for name in ("model_metrics", "subgroup_metrics", "class_metrics")
+    }
+    frames["gap_decomposition"] = pd.concat(decompositions, ignore_index=True) if decompositions else pd.DataFrame()
+    missing = {key: v for r in results for key, v in r[1].items()}
+    paths = {name: write_report(frames[name], out_dir, name) for name in SCORE_REPORTS}
+    return ScoreResult(frames, missing, paths, time.perf_counter() - start)
