@@ -27,6 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import MlrayError
+from .data import LAYOUTS
 from .labels import FORMATS, DatasetLabels, build_dataset_labels, read_source
 
 LabelFormat = Literal[FORMATS]  # type: ignore[valid-type]
@@ -50,6 +51,9 @@ class DatasetConfig(_Strict):
     name: str = Field(min_length=1)
     labels: DatasetLabelsConfig = DatasetLabelsConfig()
     on_unknown_image: Literal["error", "skip"] = "error"
+    images: str | None = None  # folder, manifest or shards; local or s3:// / gs://
+    layout: Literal[LAYOUTS] | None = None  # type: ignore[valid-type]
+    shard_size: int = Field(default=1000, ge=1)
 
     @field_validator("name")
     @classmethod
@@ -60,13 +64,45 @@ class DatasetConfig(_Strict):
 
     @model_validator(mode="after")
     def _has_labels(self) -> "DatasetConfig":
-        if self.labels.original is None and self.labels.multi is None:
-            raise ValueError("needs labels.original and/or labels.multi")
+        if (self.images is None) != (self.layout is None):
+            raise ValueError("images and layout go together")
+        if self.images is None and self.labels.original is None and self.labels.multi is None:
+            raise ValueError("needs labels.original and/or labels.multi (or images)")
         return self
+
+
+class ModelConfig(_Strict):
+    """A model entry: a timm name (optional .tag), a wildcard or a list file; weights hub | pypi | none | a path."""
+
+    name: str = Field(min_length=1)
+    weights: str = "hub"
+    input_size: int | list[int] | None = None
+    crop_pct: float | None = None
+    crop_mode: str | None = None
+    interpolation: str | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    use_test_size: bool = False
+
+
+class InferenceConfig(_Strict):
+    """Inference settings; None = the default for the hardware found (see mlray.inference)."""
+
+    k: int = Field(default=20, ge=1, le=1000)
+    batch_size: int | None = Field(default=None, ge=1)
+    decode_batch_size: int = Field(default=16, ge=1)
+    actors_per_model: int | None = Field(default=None, ge=1)
+    cpus_per_actor: float | None = Field(default=None, gt=0)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    channels_last: bool = True
+    compile: bool = False
+    max_pixels: int = Field(default=178_956_970, ge=1)
 
 
 class RunConfig(_Strict):
     datasets: list[DatasetConfig] = Field(min_length=1)
+    models: list[ModelConfig] = Field(default_factory=list)
+    inference: InferenceConfig = InferenceConfig()
     base_dir: Path | None = Field(default=None, exclude=True)
     source: str = Field(default="<built-in>", exclude=True)
 
@@ -128,11 +164,33 @@ def default_config() -> RunConfig:
     )
 
 
-def load_dataset_labels(config: RunConfig, dataset: DatasetConfig) -> DatasetLabels:
-    """Read a dataset's label sources and join them into its canonical labels table."""
+def plan_images(config: RunConfig, dataset: DatasetConfig):
+    """The image plan (shards, image ids, labels the layout carries) of a dataset with ``images``."""
+    from .data import plan_shards
+
+    return plan_shards(dataset.images, dataset.layout, dataset.shard_size, base_dir=config.base_dir)
+
+
+def load_dataset_labels(config: RunConfig, dataset: DatasetConfig, plan=None) -> DatasetLabels:
+    """Read a dataset's label sources and join them into its canonical labels table.
+
+    With ``images``, the images define the dataset: label entries for other images are skipped and counted
+    (``skipped_unknown``), images without a label stay in as unlabelled, and labels the layout itself carries
+    (class folders, manifest columns, shard columns) serve as the original / multi source where none is given.
+    """
     sources = {}
     for role in ("original", "multi"):
         src = getattr(dataset.labels, role)
         if src is not None:
             sources[role] = read_source(src.format, src.path, config.base_dir)
-    return build_dataset_labels(dataset.name, sources.get("original"), sources.get("multi"), dataset.on_unknown_image)
+    if dataset.images is None:
+        return build_dataset_labels(dataset.name, sources.get("original"), sources.get("multi"), dataset.on_unknown_image)
+    plan = plan if plan is not None else plan_images(config, dataset)
+    if plan.labels is not None:
+        if "original" not in sources and plan.labels.original is not None:
+            sources["original"] = plan.labels
+        if "multi" not in sources and plan.labels.valid is not None and any(v is not None for v in plan.labels.valid):
+            sources["multi"] = plan.labels
+    return build_dataset_labels(
+        dataset.name, sources.get("original"), sources.get("multi"), "skip", image_ids=plan.image_ids
+    )
