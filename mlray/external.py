@@ -43,6 +43,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import MlrayError
+from .io import write_parquet_atomic
 
 RESULTS_FILE = "external_results.parquet"
 TIMM_REQUIRED = ("model", "img_size", "top1", "top5")
@@ -277,16 +278,8 @@ def write_results(df: pd.DataFrame, out: str | os.PathLike) -> Path:
     path. Written atomically (temporary name, then rename)."""
     out = Path(out)
     target = out if out.suffix == ".parquet" else out / RESULTS_FILE
-    target.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pandas(df[COLUMNS], schema=RESULTS_SCHEMA, preserve_index=False)
-    tmp = target.parent / f".tmp-{target.name}-{os.getpid()}"
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return target
+    return write_parquet_atomic(table, target)
 
 
 def read_results_parquet(path: str | os.PathLike) -> pd.DataFrame:

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from .config import InferenceConfig, ModelConfig, RunConfig, plan_images
 from .data import ImageError, decode_image, read_shard
 from .errors import MlrayError
+from .io import write_parquet_atomic
 from .models import ModelSpec, Preprocessing, build_model, expand_model_names, model_info, normalize, preprocess_uint8, resolve_preprocessing
 from .predictions import partition_dir, part_name, predictions_table, softmax, topk_from_scores, write_partition
 
@@ -172,13 +173,6 @@ def _errors_part(root: Path, dataset: str, model: str, shard_id: str) -> Path:
     return partition_dir(root, dataset, model) / part_name(shard_id)
 
 
-def _write_atomic(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
-
-
 def _count_rows(folder: Path) -> int:
     if not folder.is_dir():
         return 0
@@ -207,9 +201,7 @@ def run_inference(config: RunConfig, out_dir: str | os.PathLike, progress=None) 
     specs = model_specs(config.models, config.base_dir)
     if not specs:
         raise MlrayError(f"{config.source}: no models to evaluate (add a 'models:' list)")
-    runs_template = []
-    for spec in specs:
-        runs_template.append((spec, resolve_preprocessing(spec)))
+    runs_template = [(spec, resolve_preprocessing(spec)) for spec in specs]
     settings = config.inference
     resources = ray.cluster_resources()
     hw = _defaults(settings, resources.get("GPU", 0), resources.get("CPU", 1), len(specs))
@@ -227,8 +219,9 @@ def run_inference(config: RunConfig, out_dir: str | os.PathLike, progress=None) 
             done = {p.stem[len("part-"):] for p in partition_dir(pred_root, dataset.name, spec.name).glob("part-*.parquet")}
             runs.append(ModelRun(spec, prep, model_info(spec), done & set(by_id)))
         todo_ids = [s.shard_id for s in plan.shards if any(s.shard_id not in r.done for r in runs)]
-        preps = list({r.prep.resize_key(): r.prep for r in runs}.values())
-        column_of = {r.prep.resize_key(): f"img{preps.index(r.prep) if r.prep in preps else [p.resize_key() for p in preps].index(r.prep.resize_key())}" for r in runs}
+        distinct = {r.prep.resize_key(): r.prep for r in runs}  # one resize/crop per distinct key, shared
+        preps = list(distinct.values())
+        column_of = {key: f"img{j}" for j, key in enumerate(distinct)}
         n_todo = sum(len(by_id[s]) for s in todo_ids)
         result.images_processed[dataset.name] = n_todo
         if todo_ids:
@@ -318,7 +311,7 @@ def _finish_shard(dataset: str, shard, parts: list[dict], runs: list[ModelRun], 
             },
             schema=ERRORS_SCHEMA,
         )
-        _write_atomic(errs, _errors_part(err_root, dataset, name, shard.shard_id))
+        write_parquet_atomic(errs, _errors_part(err_root, dataset, name, shard.shard_id))
         ok = ~failed
         table = predictions_table(
             dataset, name, rows["image_id"][ok].astype(str).tolist(), rows[f"m{j}_idx"][ok], rows[f"m{j}_prob"][ok]

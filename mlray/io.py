@@ -111,3 +111,25 @@ def read_csv_strict(path: str | os.PathLike, shown: str, sep: str = ","):
         raise MlrayError(f"{shown}: malformed CSV: {first_line(exc)}") from None
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame
+
+
+def write_parquet_atomic(table, target: str | os.PathLike) -> Path:
+    """Write a pyarrow Table to ``target`` atomically: a hidden temporary file in the same folder, flushed and
+    fsynced, then ``os.replace``; a reader never sees half a file, and a failed write leaves nothing behind."""
+    import uuid
+
+    import pyarrow.parquet as pq
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".tmp-{target.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        with open(tmp, "wb") as fh:
+            pq.write_table(table, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return target

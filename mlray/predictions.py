@@ -46,7 +46,7 @@ import pyarrow.parquet as pq
 
 from .errors import MlrayError
 from .io import first_line as _first_line
-from .io import read_csv_strict
+from .io import read_csv_strict, write_parquet_atomic
 from .labels import LabelArrays, image_id_from_name
 from .vocab import NUM_CLASSES
 
@@ -317,18 +317,7 @@ def write_partition(
     dup = _first_duplicate(table.column("image_id"))
     if dup is not None:
         raise MlrayError(f"{shown}: image id {dup[0]!r} appears {dup[1]} times in the rows to write")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".tmp-{target.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        with open(tmp, "wb") as fh:
-            pq.write_table(table, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return target
+    return write_parquet_atomic(table, target)
 
 
 def write_predictions(root: str | os.PathLike, table: pa.Table, shard: int | str | None = None) -> list[Path]:

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from . import cluster
 from .config import RunConfig, load_dataset_labels
+from .io import write_parquet_atomic
 from .stats import DatasetSummary, compare, summarize
 
 STATS_REPORTS = (
@@ -37,14 +38,8 @@ STATS_REPORTS = (
 
 def write_report(frame: pd.DataFrame | pa.Table, out_dir: str | os.PathLike, name: str) -> Path:
     """Write ``out_dir/name.parquet`` atomically and return its path."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
-    final = out / f"{name}.parquet"
-    tmp = out / f".{name}.parquet.tmp-{os.getpid()}"
-    pq.write_table(table, tmp)
-    os.replace(tmp, final)
-    return final
+    return write_parquet_atomic(table, Path(out_dir) / f"{name}.parquet")
 
 
 def _summarize_dataset(config: RunConfig, name: str, top_pairs: int) -> DatasetSummary:
