@@ -232,31 +232,34 @@ def evaluate(
     num_cpus: CpusOpt = None,
 ) -> None:
     """Inference (reusing stored predictions), then statistics and scores, into one report directory."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from . import cluster
     from .config import load_config
-    from .inference import run_inference
     from .metrics import MetricParams
-    from .reports import score_report, stats_report
 
     cfg = load_config(config)
     cluster.connect(address, num_cpus)
+    result = _run_evaluate(cfg, out, MetricParams(n_boot=n_boot))
+    console.print(f"predictions in [bold]{out / 'predictions'}[/], errors in {out / 'errors'}, reports in [bold]{result.reports}[/]")
+
+
+def _run_evaluate(cfg, out: Path, params):
+    """evaluate() with rich progress, then the counts, timings, statistics and scores printed."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .evaluate import evaluate as run
+
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.speed} img/s"),
                   TimeElapsedColumn(), console=console, transient=False) as progress:  # fmt: skip
-        inf = run_inference(cfg, out, progress)
+        result = run(cfg, out, params, progress)
+    inf = result.inference
     for (dataset, model), c in inf.counts.items():
         console.print(f"{dataset} / {model}: {c['images']:,} images = {c['predictions']:,} predictions + {c['errors']:,} errors")
     for dataset, seconds in inf.seconds.items():
         n = inf.images_processed.get(dataset, 0)
         console.print(f"{dataset}: {n:,} images inferred in {seconds:.1f} s" + (f" ({n / seconds:.1f} img/s)" if n else " (all reused)"))
-    reports = out / "reports"
-    stats = stats_report(cfg, reports)
-    _print_stats(stats)
-    params = MetricParams(n_boot=n_boot)
-    scores = score_report(cfg, [out / "predictions"], reports, params)
-    _print_scores(scores, [d.name for d in cfg.datasets])
-    console.print(f"predictions in [bold]{out / 'predictions'}[/], errors in {out / 'errors'}, reports in [bold]{reports}[/]")
+    _print_stats(result.stats)
+    _print_scores(result.scores, [d.name for d in cfg.datasets])
+    return result
 
 
 def _expand_multi_options(argv: list[str], options=("--predictions", "-p")) -> list[str]:
