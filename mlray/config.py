@@ -194,3 +194,33 @@ def load_dataset_labels(config: RunConfig, dataset: DatasetConfig, plan=None) ->
     return build_dataset_labels(
         dataset.name, sources.get("original"), sources.get("multi"), "skip", image_ids=plan.image_ids
     )
+
+
+def shard_dataset(config: RunConfig, name: str, out_uri: str, shard_size: int | None = None, overwrite: bool = False):
+    """Convert a dataset's images (any layout) into Parquet shards that carry its joined labels.
+
+    The shards hold the original file bytes (never re-encoded) and, per image, ``label`` (the original class,
+    -1 = unknown) and ``labels`` (the valid multi-label set, null = not annotated) from the dataset's label
+    sources joined as for inference (:func:`load_dataset_labels`), so a config can read them back with
+    ``layout: parquet-shards`` and no ``labels:`` section. Unreadable images go to ``errors.parquet``.
+    """
+    from dataclasses import replace
+
+    from .data import DEFAULT_SHARD_SIZE, write_parquet_shards
+    from .labels import SourceLabels
+
+    dataset = config.dataset(name)
+    if dataset.images is None:
+        raise MlrayError(f"{config.source}: dataset {name!r} has no 'images:' to shard")
+    plan = plan_images(config, dataset)
+    labels = load_dataset_labels(config, dataset, plan)
+    t = labels.table
+    joined = SourceLabels(
+        f"{config.source}:{name}",
+        "joined",
+        t.column("image_id").to_pylist(),
+        original=t.column("original").to_pylist(),
+        valid=t.column("valid").to_pylist(),
+    )
+    written = write_parquet_shards(replace(plan, labels=joined), out_uri, shard_size or DEFAULT_SHARD_SIZE, overwrite=overwrite)
+    return written, labels

@@ -112,7 +112,9 @@ def _decode_batch(batch: dict, preps: list[Preprocessing], max_pixels: int) -> d
 class Predictor:
     """One model in an actor: built once in ``__init__``, then top-K ranks for every batch of uint8 images."""
 
-    def __init__(self, spec: ModelSpec, prep: Preprocessing, column: str, out: str, k: int, todo: frozenset[str], settings: dict):
+    def __init__(
+        self, spec: ModelSpec, prep: Preprocessing, column: str, out: str, k: int, todo: frozenset[str], settings: dict, counter=None
+    ):
         import torch
 
         self.torch = torch
@@ -130,6 +132,7 @@ class Predictor:
             self.model = torch.compile(self.model)
         self.mean, self.std = prep.mean, prep.std
         self.column, self.out, self.k, self.todo = column, out, k, todo
+        self.counter = counter
 
     def __call__(self, batch: dict) -> dict:
         torch = self.torch
@@ -146,7 +149,22 @@ class Predictor:
             idx[run], prob[run] = topk_from_scores(scores, self.k)
         batch[f"{self.out}_idx"] = idx
         batch[f"{self.out}_prob"] = prob
+        if self.counter is not None:
+            self.counter.add.remote(self.out, int(np.isin(batch["shard_id"], list(self.todo)).sum()))  # per-model progress, fire and forget
         return batch
+
+
+class _Counter:
+    """Images each model's actors have finished, for per-model progress (a tiny Ray actor, no CPU)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def add(self, key: str, n: int) -> None:
+        self.counts[key] = self.counts.get(key, 0) + n
+
+    def get(self) -> dict[str, int]:
+        return dict(self.counts)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -192,12 +210,25 @@ def _defaults(settings: InferenceConfig, gpus: float, cpus: float, n_models: int
     }
 
 
+def _quiet_ray_data(ray) -> None:
+    """mlray prints its own progress (per dataset and model); Ray Data's progress bars and INFO lines would
+    interleave with it, so they go (warnings and errors still show; full logs stay in the Ray session dir)."""
+    import logging
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled"
+
+
 def run_inference(config: RunConfig, out_dir: str | os.PathLike, progress=None) -> InferenceResult:
     """Predictions for every (dataset with images) x model of the config, into ``OUT/predictions`` (resumable)."""
     import ray
 
     out = Path(out_dir)
     pred_root, err_root = out / "predictions", out / "errors"
+    _quiet_ray_data(ray)
     specs = model_specs(config.models, config.base_dir)
     if not specs:
         raise MlrayError(f"{config.source}: no models to evaluate (add a 'models:' list)")
@@ -235,6 +266,7 @@ def run_inference(config: RunConfig, out_dir: str | os.PathLike, progress=None) 
                 batch_format="numpy",
             )
             gpus = resources.get("GPU", 0)
+            counter = ray.remote(num_cpus=0)(_Counter).remote() if progress is not None else None
             for j, r in enumerate(runs):
                 todo = frozenset(s for s in todo_ids if s not in r.done)
                 ds = ds.map_batches(
@@ -244,6 +276,7 @@ def run_inference(config: RunConfig, out_dir: str | os.PathLike, progress=None) 
                         "k": settings.k, "todo": todo,
                         "settings": {"precision": settings.precision, "channels_last": settings.channels_last,
                                      "compile": settings.compile, "cpu_threads": hw["cpu_threads"]},
+                        "counter": counter,
                     },  # fmt: skip
                     batch_size=hw["batch_size"],
                     batch_format="numpy",
@@ -254,7 +287,12 @@ def run_inference(config: RunConfig, out_dir: str | os.PathLike, progress=None) 
             keep = ["shard_id", "image_id", "path", "stage", "error"] + [f"m{j}_{x}" for j in range(len(runs)) for x in ("idx", "prob")]
             ds = ds.select_columns(keep)
             pending: dict[str, list[dict]] = {}
-            task = progress.add_task(f"{dataset.name}", total=n_todo) if progress is not None else None
+            tasks, totals = {}, {"store": n_todo}
+            if progress is not None:
+                tasks["store"] = progress.add_task(f"{dataset.name}: written to the store", total=n_todo)
+                for j, r in enumerate(runs):
+                    totals[f"m{j}"] = sum(len(by_id[s]) for s in todo_ids if s not in r.done)
+                    tasks[f"m{j}"] = progress.add_task(f"{dataset.name} / {r.spec.name}", total=totals[f"m{j}"])
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
                 for shard_id in np.unique(batch["shard_id"]):
                     sel = batch["shard_id"] == shard_id
@@ -262,8 +300,12 @@ def run_inference(config: RunConfig, out_dir: str | os.PathLike, progress=None) 
                     got = sum(len(p["image_id"]) for p in pending[str(shard_id)])
                     if got == len(by_id[str(shard_id)]):
                         _finish_shard(dataset.name, by_id[str(shard_id)], pending.pop(str(shard_id)), runs, pred_root, err_root, settings.k)
-                if task is not None:
-                    progress.advance(task, len(batch["image_id"]))
+                if progress is not None:
+                    _update_progress(progress, tasks, counter, len(batch["image_id"]))
+            if progress is not None:  # the pipeline has drained: every model finished all its rows
+                _update_progress(progress, tasks, counter, 0)
+                for key, t in tasks.items():
+                    progress.update(t, completed=totals[key])
             if pending:
                 raise MlrayError(f"dataset {dataset.name!r}: shards {sorted(pending)} came back incomplete")
         seconds = time.perf_counter() - start
@@ -291,6 +333,14 @@ def run_inference(config: RunConfig, out_dir: str | os.PathLike, progress=None) 
         (d, m), c = bad[0]
         raise MlrayError(f"{d} / {m}: {c['images']:,} images in but {c['predictions']:,} predictions + {c['errors']:,} errors")
     return result
+
+
+def _update_progress(progress, tasks: dict, counter, written: int) -> None:
+    import ray
+
+    progress.advance(tasks["store"], written)
+    for key, n in ray.get(counter.get.remote()).items():
+        progress.update(tasks[key], completed=n)
 
 
 def _finish_shard(dataset: str, shard, parts: list[dict], runs: list[ModelRun], pred_root: Path, err_root: Path, k: int) -> None:
