@@ -242,24 +242,184 @@ def evaluate(
     console.print(f"predictions in [bold]{out / 'predictions'}[/], errors in {out / 'errors'}, reports in [bold]{result.reports}[/]")
 
 
+@app.command()
+def shard(
+    config: Annotated[Path, typer.Argument(help="Run config (YAML) naming the dataset.")],
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Name of the dataset (with images:) to convert.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Output folder or URI (s3://, gs://) for the Parquet shards.")],
+    shard_size: Annotated[int, typer.Option(help="Images per Parquet shard.")] = 1000,
+    overwrite: Annotated[bool, typer.Option(help="Replace shard files already in the output.")] = False,
+) -> None:
+    """Convert a dataset's images (any layout) into Parquet shards (image bytes + joined labels), the format
+    that streams best from object storage; read them back with layout: parquet-shards."""
+    import time
+
+    from .config import load_config, shard_dataset
+
+    start = time.perf_counter()
+    cfg = load_config(config)
+    written, labels = shard_dataset(cfg, dataset, out, shard_size, overwrite)
+    n_labelled = sum(v is not None for v in labels.table.column("valid").to_pylist())
+    console.print(
+        f"{dataset}: {written.n_images:,} images -> {len(written):,} shards in [bold]{out}[/] "
+        f"({n_labelled:,} with a multi-label set); {written.n_errors:,} unreadable -> {written.errors_path}; "
+        f"{time.perf_counter() - start:.1f} s"
+    )
+    console.print(
+        f"read back with:  - {{name: {dataset}, images: {out}, layout: parquet-shards}}   (labels travel in the shards)",
+        highlight=False, soft_wrap=True,
+    )
+
+
+def _rate_progress_class():
+    from rich.progress import Progress
+
+    class RateProgress(Progress):
+        """rich Progress whose tasks carry a ``rate`` field: images/s since the task's first image."""
+
+        def add_task(self, description, **kw):
+            return super().add_task(description, rate="", **kw)
+
+        def update(self, task_id, **kw):
+            super().update(task_id, **kw)
+            task = self._tasks[task_id]
+            if task.completed and task.elapsed:
+                task.fields["rate"] = f"{task.completed / task.elapsed:,.1f} img/s"
+
+        def advance(self, task_id, advance=1):
+            self.update(task_id, advance=advance)
+
+    return RateProgress
+
+
 def _run_evaluate(cfg, out: Path, params):
     """evaluate() with rich progress, then the counts, timings, statistics and scores printed."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
     from .evaluate import evaluate as run
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.speed} img/s"),
-                  TimeElapsedColumn(), console=console, transient=False) as progress:  # fmt: skip
+    _RateProgress = _rate_progress_class()
+
+    speed = TextColumn("{task.fields[rate]}")
+    with _RateProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), speed, TimeElapsedColumn(),
+                       console=console, transient=False) as progress:  # fmt: skip
         result = run(cfg, out, params, progress)
     inf = result.inference
     for (dataset, model), c in inf.counts.items():
         console.print(f"{dataset} / {model}: {c['images']:,} images = {c['predictions']:,} predictions + {c['errors']:,} errors")
-    for dataset, seconds in inf.seconds.items():
-        n = inf.images_processed.get(dataset, 0)
-        console.print(f"{dataset}: {n:,} images inferred in {seconds:.1f} s" + (f" ({n / seconds:.1f} img/s)" if n else " (all reused)"))
+    n = sum(inf.images_processed.values())
+    console.print(
+        f"{n:,} images inferred by {len({m for _, m in inf.counts})} models in {inf.total_seconds:.1f} s"
+        + (f" ({n / inf.total_seconds:.1f} img/s, start-up included)" if n else " (all reused from the store)")
+    )
     _print_stats(result.stats)
     _print_scores(result.scores, [d.name for d in cfg.datasets])
     return result
+
+
+@app.command()
+def dashboard(
+    reports: Annotated[Path, typer.Argument(help="Report directory (Parquet reports of mlray stats / score / evaluate / import-results).")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="HTML file to write (default: DIR/dashboard.html).")] = None,
+) -> None:
+    """One self-contained HTML page (works offline) with the charts and sortable tables of a report directory."""
+    from .dashboard import build_dashboard
+
+    path = build_dashboard(reports, out)
+    console.print(f"dashboard: [bold]{path}[/] (open it in a browser; it needs no network)", soft_wrap=True)
+
+
+@app.command()
+def patchml(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: images/, labels.csv, patches.csv, patchml.json.")] = Path("mlray-out/patchml"),
+    boxes: Annotated[Optional[Path], typer.Option(help="Box file: a table image_id,class,x0,y0,x1,y1 (CSV/TSV/Parquet), or with --class-labels wsolevaluation's localization.txt.")] = None,
+    images: Annotated[Optional[Path], typer.Option(help="Folder of the images the boxes are drawn on (image id = file stem).")] = None,
+    class_labels: Annotated[Optional[Path], typer.Option(help="Class of each image for a wsolevaluation box file (file_name,class_index CSV or class_labels.txt).")] = None,
+    whole: Annotated[Optional[Path], typer.Option(help="Instead of boxes: a folder of whole images named <wnid>... or in <wnid>/ folders.")] = None,
+    layout: Annotated[Optional[list[str]], typer.Option(help="Grid layouts ROWSxCOLS[:N], repeatable or comma-separated (default 1x1,1x2,2x2,3x3).")] = None,
+    per_layout: Annotated[int, typer.Option(help="Images per layout (a layout's own :N wins).")] = 50,
+    patch_size: Annotated[int, typer.Option(help="Side of a grid cell in pixels.")] = 224,
+    spacing: Annotated[int, typer.Option(help="Background pixels between cells and around the grid.")] = 0,
+    background: Annotated[str, typer.Option(help="Background colour: R,G,B, #rrggbb or a name.")] = "124,116,104",
+    distinct: Annotated[bool, typer.Option("--distinct/--repeat-classes", help="No class twice in one image (default), or allow it.")] = True,
+    min_patch_size: Annotated[int, typer.Option(help="Boxes narrower or lower than this (source pixels) are skipped and counted.")] = 32,
+    resize: Annotated[str, typer.Option(help="fit (keep aspect ratio, centred) or stretch.")] = "fit",
+    square: Annotated[bool, typer.Option("--square/--no-square", help="Centre the grid on a square canvas (default) so a model's centre crop cuts no patch.")] = True,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives byte-identical output.")] = 0,
+) -> None:
+    """Build a PatchML set: object patches (boxes or whole images) resized onto grids; labels = the classes placed."""
+    from .patchml import PatchMLOptions, build_patchml, open_source, parse_color, parse_layouts
+
+    source = open_source(boxes=boxes, images=images, class_labels=class_labels, whole=whole)
+    options = PatchMLOptions(
+        layouts=parse_layouts(layout or ["1x1,1x2,2x2,3x3"], per_layout), patch_size=patch_size, spacing=spacing,
+        background=parse_color(background), distinct=distinct, min_patch_size=min_patch_size, resize=resize,
+        square=square, seed=seed,
+    )  # fmt: skip
+    result = build_patchml(source, options, out)
+    console.print(f"source: {source.description}: {source.n_entries:,} entries -> {result.n_pool:,} usable patches", soft_wrap=True)
+    for why, n in result.skipped.items():
+        console.print(f"  skipped {n:,} ({why})")
+    images_made = ", ".join(f"{k}: {v:,}" for k, v in result.n_images.items())
+    console.print(
+        f"{sum(result.n_images.values()):,} images ({images_made}) from {result.n_patches_used:,} distinct patches; "
+        f"multi-label share {_pct(result.multi_fraction)} -> [bold]{result.labels}[/] (+ {result.patches.name}, images/)"
+    )
+    console.print(f"use it in a run config:  - {{name: patchml, images: {result.labels}, layout: manifest}}", highlight=False, soft_wrap=True)
+
+
+def _print_demo_summary(summary) -> None:
+    """The demo's per-model tables: top-1 vs variable top-k on both sets, then the single -> multi gap split."""
+
+    def pts(v: float) -> str:
+        return "n/a" if v != v else f"{round(100 * v, 1) + 0.0:+.1f}"
+
+    table = Table(title="Demo (%): S = single-object set, M = multi-object PatchML set", title_justify="left")
+    cols = {"top1_single": "top-1 S", "top1_multi": "top-1 M", "vtopk_all_single": "var. top-k S",
+            "vtopk_all_multi": "var. top-k M", "real_top1_single": "ReaL S", "real_top1_multi": "ReaL M"}  # fmt: skip
+    table.add_column("model", no_wrap=True)
+    for label in cols.values():
+        table.add_column(label, justify="right")
+    for _, r in summary.iterrows():
+        table.add_row(r["model"], *("n/a" if r[c] != r[c] else f"{100 * r[c]:.1f}" for c in cols))
+    console.print(table)
+    gaps = Table(title="Gap S -> M (points) = composition (label-count mix) + within subgroups", title_justify="left")
+    gaps.add_column("model", no_wrap=True)
+    for label in ("top-1 gap", "comp.", "within", "var. top-k gap", "comp.", "within"):
+        gaps.add_column(label, justify="right")
+    for _, r in summary.iterrows():
+        gaps.add_row(r["model"], *(pts(r[f"{m}_{p}"]) for m in ("top1", "vtopk_all") for p in ("gap", "composition", "within")))
+    console.print(gaps)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Demo folder: photos, the two sets, run config, predictions, reports.")] = Path("mlray-out/demo"),
+    small: Annotated[bool, typer.Option(help="A smaller multi-object set (3 + 3 grids instead of 15 + 15).")] = False,
+    address: AddressOpt = None,
+    num_cpus: CpusOpt = None,
+) -> None:
+    """Offline demo: real photos shipped with scikit-image -> a single-object set and a PatchML multi-object set,
+    evaluated with the three pretrained EfficientNet-Lite models; reports, dashboard and a summary."""
+    import time
+
+    from . import cluster
+    from .demo import build_demo, summarize
+
+    start = time.perf_counter()
+    build = build_demo(out, small=small)
+    console.print(
+        f"demo sets in [bold]{out}[/]: {sum(build.single.n_images.values())} single-object images, "
+        f"{sum(build.multi.n_images.values())} multi-object PatchML images; run config {build.config_path}"
+    )
+    cluster.connect(address, num_cpus)
+    result = _run_evaluate(build.config, out, build.params)
+    _print_demo_summary(summarize(result.reports))
+    dashboard = next((p for p in (result.reports / "dashboard.html", out / "dashboard.html") if p.is_file()), None)
+    console.print(
+        f"reports in [bold]{result.reports}[/]" + (f", dashboard [bold]{dashboard}[/]" if dashboard else "")
+        + f"; demo done in {time.perf_counter() - start:.0f} s"
+    )
 
 
 def _expand_multi_options(argv: list[str], options=("--predictions", "-p")) -> list[str]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import RunConfig
+from .dashboard import build_dashboard
 from .inference import InferenceResult, run_inference
 from .metrics import MetricParams
 from .reports import ScoreResult, StatsResult, score_report, stats_report
@@ -31,6 +32,7 @@ class EvaluateResult:
     stats: StatsResult
     scores: ScoreResult
     seconds: float
+    dashboard: Path | None = None  # OUT/reports/dashboard.html
 
 
 def evaluate(
@@ -39,11 +41,13 @@ def evaluate(
     params: MetricParams | None = None,
     progress=None,
 ) -> EvaluateResult:
-    """Run inference for every dataset with images x every model, then write the stats and score reports."""
+    """Run inference for every dataset with images x every model, then write the stats and score reports and the
+    dashboard page built from them (``OUT/reports/dashboard.html``)."""
     start = time.perf_counter()
     out = Path(out_dir)
     inference = run_inference(config, out, progress)
     reports = out / "reports"
     stats = stats_report(config, reports)
     scores = score_report(config, [out / "predictions"], reports, params or MetricParams())
-    return EvaluateResult(out, reports, inference, stats, scores, time.perf_counter() - start)
+    dashboard = build_dashboard(reports)
+    return EvaluateResult(out, reports, inference, stats, scores, time.perf_counter() - start, dashboard)

@@ -1,7 +1,7 @@
 """Distributed inference: Ray Data streams image shards through decode/preprocess to one actor pool per model,
 and the driver writes each finished shard into the resumable Parquet prediction store.
 
-    shards (mlray.data.plan_shards) ──► read bytes (flat_map per shard)
+    shards of every dataset (mlray.data.plan_shards) ──► read bytes (flat_map per shard)
         ──► decode once + resize/crop once per distinct preprocessing, as uint8 (map_batches, CPU tasks)
         ──► model 1 actor pool ──► model 2 actor pool ──► … (ActorPoolStrategy; num_gpus=1 when GPUs exist)
               each normalizes on its device, runs the model (bf16 autocast + channels_last on GPU), keeps top-K
@@ -13,6 +13,8 @@ written atomically; the errors part is written first, so a predictions part mark
 that model. Resume: a re-run plans the same shards and processes only shards that some model has not finished;
 a model's actors skip the rows of shards it already has. Never a duplicate row: a shard is written whole or not
 at all. At the end every (dataset, model) is reconciled: images in = predictions + errors.
+
+All datasets of a run stream through one pipeline, so each model's actors start and load weights once.
 """
 
 from __future__ import annotations
@@ -69,12 +71,12 @@ def model_specs(models: list[ModelConfig], base_dir: Path | None) -> list[ModelS
 
 
 def _read_rows(row: dict, shards) -> list[dict]:
-    shard = shards[row["shard"]]
+    key, shard = shards[row["shard"]]
     out = []
     for (image_id, data, err), where in zip(read_shard(shard), (s for _, s in shard.items)):
         out.append(
             {
-                "shard_id": shard.shard_id,
+                "shard_key": key,
                 "image_id": image_id,
                 "path": where,
                 "data": data if data is not None else b"",
@@ -102,7 +104,7 @@ def _decode_batch(batch: dict, preps: list[Preprocessing], max_pixels: int) -> d
             stage[i], error[i] = exc.stage, exc.reason
         except Exception as exc:  # anything else an image can do to a decoder or resizer
             stage[i], error[i] = "decode", f"{type(exc).__name__}: {exc}".splitlines()[0]
-    out = {k: batch[k] for k in ("shard_id", "image_id", "path")}
+    out = {k: batch[k] for k in ("shard_key", "image_id", "path")}
     out["stage"], out["error"] = stage.astype(str), error.astype(str)
     for j, arr in enumerate(images):
         out[f"img{j}"] = arr
@@ -139,7 +141,7 @@ class Predictor:
         n = len(batch["image_id"])
         idx = np.full((n, self.k), -1, dtype=np.int16)
         prob = np.full((n, self.k), np.nan, dtype=np.float32)
-        run = np.flatnonzero((np.asarray(batch["error"]) == "") & np.isin(batch["shard_id"], list(self.todo)))
+        run = np.flatnonzero((np.asarray(batch["error"]) == "") & np.isin(batch["shard_key"], list(self.todo)))
         if len(run):
             x = torch.from_numpy(np.ascontiguousarray(batch[self.column][run])).to(self.device, non_blocking=True)
             x = normalize(x, self.mean, self.std)
@@ -150,21 +152,33 @@ class Predictor:
         batch[f"{self.out}_idx"] = idx
         batch[f"{self.out}_prob"] = prob
         if self.counter is not None:
-            self.counter.add.remote(self.out, int(np.isin(batch["shard_id"], list(self.todo)).sum()))  # per-model progress, fire and forget
+            self.counter.add.remote(self.out, int(np.isin(batch["shard_key"], list(self.todo)).sum()))  # per-model progress, fire and forget
         return batch
 
 
 class _Counter:
-    """Images each model's actors have finished, for per-model progress (a tiny Ray actor, no CPU)."""
+    """Images each model's actors have finished, with the time of each batch: per-model progress, and each
+    model's steady-state throughput (a tiny Ray actor, no CPU)."""
 
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
+        self.marks: dict[str, list[tuple[float, int]]] = {}
 
     def add(self, key: str, n: int) -> None:
         self.counts[key] = self.counts.get(key, 0) + n
+        self.marks.setdefault(key, []).append((time.time(), n))
 
     def get(self) -> dict[str, int]:
         return dict(self.counts)
+
+    def rates(self) -> dict[str, float]:
+        """Images/s after each model's first batch (start-up and model loading excluded)."""
+        out = {}
+        for key, marks in self.marks.items():
+            marks = sorted(marks)
+            if len(marks) >= 2 and marks[-1][0] > marks[0][0]:
+                out[key] = sum(n for _, n in marks[1:]) / (marks[-1][0] - marks[0][0])
+        return out
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -176,14 +190,16 @@ class ModelRun:
     spec: ModelSpec
     prep: Preprocessing
     info: dict
-    done: set[str] = field(default_factory=set)  # shard ids already in the store
+    done: set[str] = field(default_factory=set)  # shard keys "<dataset>/<shard_id>" already in the store
 
 
 @dataclass
 class InferenceResult:
     counts: dict[tuple[str, str], dict] = field(default_factory=dict)  # (dataset, model) -> in/predicted/errors
-    seconds: dict[str, float] = field(default_factory=dict)  # dataset -> wall seconds
+    seconds: dict[str, float] = field(default_factory=dict)  # dataset -> seconds from the start to its last shard
     images_processed: dict[str, int] = field(default_factory=dict)
+    total_seconds: float = 0.0
+    steady_images_per_second: dict[str, float] = field(default_factory=dict)  # model -> after its first batch
     manifest: Path | None = None
 
 
@@ -199,14 +215,15 @@ def _count_rows(folder: Path) -> int:
 
 def _defaults(settings: InferenceConfig, gpus: float, cpus: float, n_models: int) -> dict:
     """Per-hardware defaults. On CPUs the model actors of all models share what is left after one CPU for
-    reading/decoding (fractional CPU requests), so the read stage can always be scheduled."""
+    reading/decoding (fractional CPU requests), so the read stage can always be scheduled; each actor's torch
+    uses about as many threads as the CPUs it was given (no oversubscription)."""
     actors = settings.actors_per_model or (max(1, int(gpus)) if gpus else 1)
     cpus_per_actor = settings.cpus_per_actor or (1.0 if gpus else max(0.25, (cpus - 1.0) / (n_models * actors)))
     return {
         "batch_size": settings.batch_size or (256 if gpus else 32),
         "actors": actors,
         "cpus_per_actor": cpus_per_actor,
-        "cpu_threads": None if gpus else max(1, int(cpus)),
+        "cpu_threads": None if gpus else max(1, round(cpus / (n_models * actors))),
     }
 
 
@@ -220,107 +237,135 @@ def _quiet_ray_data(ray) -> None:
     ctx.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled"
+    # each model actor holds one model: its memory is known and bounded, so the "uses N MiB per worker but
+    # requests 0" detector only adds noise; the other detectors (hanging tasks ...) stay on
+    detectors = ctx.issue_detectors_config.detectors
+    ctx.issue_detectors_config.detectors = [d for d in detectors if d.__name__ != "HighMemoryIssueDetector"]
 
 
 def run_inference(config: RunConfig, out_dir: str | os.PathLike, progress=None) -> InferenceResult:
-    """Predictions for every (dataset with images) x model of the config, into ``OUT/predictions`` (resumable)."""
+    """Predictions for every (dataset with images) x model of the config, into ``OUT/predictions`` (resumable).
+
+    All datasets go through ONE streaming pipeline (each model's actors are started and load their weights
+    once per run, not once per dataset); rows carry their shard key ``<dataset>/<shard_id>``.
+    """
     import ray
 
+    start = time.perf_counter()
     out = Path(out_dir)
     pred_root, err_root = out / "predictions", out / "errors"
     _quiet_ray_data(ray)
     specs = model_specs(config.models, config.base_dir)
     if not specs:
         raise MlrayError(f"{config.source}: no models to evaluate (add a 'models:' list)")
-    runs_template = [(spec, resolve_preprocessing(spec)) for spec in specs]
     settings = config.inference
     resources = ray.cluster_resources()
-    hw = _defaults(settings, resources.get("GPU", 0), resources.get("CPU", 1), len(specs))
+    gpus = resources.get("GPU", 0)
+    hw = _defaults(settings, gpus, resources.get("CPU", 1), len(specs))
+    runs = [ModelRun(spec, resolve_preprocessing(spec), model_info(spec)) for spec in specs]
     result = InferenceResult()
     manifest: dict = {"config": config.model_dump(mode="json"), "settings": {**settings.model_dump(), **hw}, "datasets": {}, "models": {}}
 
-    for dataset in config.datasets:
-        if dataset.images is None:
-            continue
-        start = time.perf_counter()
-        plan = plan_images(config, dataset)
-        by_id = {s.shard_id: s for s in plan.shards}
-        runs = []
-        for spec, prep in runs_template:
-            done = {p.stem[len("part-"):] for p in partition_dir(pred_root, dataset.name, spec.name).glob("part-*.parquet")}
-            runs.append(ModelRun(spec, prep, model_info(spec), done & set(by_id)))
-        todo_ids = [s.shard_id for s in plan.shards if any(s.shard_id not in r.done for r in runs)]
+    # plan every dataset; a shard is to do when some model has no part for it yet
+    plans = {d.name: plan_images(config, d) for d in config.datasets if d.images is not None}
+    shards: dict[str, tuple[str, object]] = {}  # key -> (dataset, Shard), in dataset then shard order
+    for name, plan in plans.items():
+        for shard in plan.shards:
+            shards[f"{name}/{shard.shard_id}"] = (name, shard)
+    for r in runs:
+        for name in plans:
+            stored = partition_dir(pred_root, name, r.spec.name).glob("part-*.parquet")
+            r.done |= {f"{name}/{p.stem[len('part-'):]}" for p in stored} & set(shards)
+    todo = [key for key in shards if any(key not in r.done for r in runs)]
+    for name in plans:
+        result.images_processed[name] = sum(len(shards[k][1]) for k in todo if shards[k][0] == name)
+    finished_at: dict[str, float] = {}
+
+    if todo:
         distinct = {r.prep.resize_key(): r.prep for r in runs}  # one resize/crop per distinct key, shared
-        preps = list(distinct.values())
         column_of = {key: f"img{j}" for j, key in enumerate(distinct)}
-        n_todo = sum(len(by_id[s]) for s in todo_ids)
-        result.images_processed[dataset.name] = n_todo
-        if todo_ids:
-            shards = [by_id[s] for s in todo_ids]
-            ds = ray.data.from_items([{"shard": i} for i in range(len(shards))], override_num_blocks=len(shards))
-            ds = ds.flat_map(_read_rows, fn_kwargs={"shards": shards})
+        items = [(key, shards[key][1]) for key in todo]
+        ds = ray.data.from_items([{"shard": i} for i in range(len(items))], override_num_blocks=len(items))
+        ds = ds.flat_map(_read_rows, fn_kwargs={"shards": items})
+        ds = ds.map_batches(
+            _decode_batch,
+            fn_kwargs={"preps": list(distinct.values()), "max_pixels": settings.max_pixels},
+            batch_size=settings.decode_batch_size,
+            batch_format="numpy",
+        )
+        counter = ray.remote(num_cpus=0)(_Counter).remote()
+        for j, r in enumerate(runs):
             ds = ds.map_batches(
-                _decode_batch,
-                fn_kwargs={"preps": preps, "max_pixels": settings.max_pixels},
-                batch_size=settings.decode_batch_size,
+                Predictor,
+                fn_constructor_kwargs={
+                    "spec": r.spec, "prep": r.prep, "column": column_of[r.prep.resize_key()], "out": f"m{j}",
+                    "k": settings.k, "todo": frozenset(k for k in todo if k not in r.done),
+                    "settings": {"precision": settings.precision, "channels_last": settings.channels_last,
+                                 "compile": settings.compile, "cpu_threads": hw["cpu_threads"]},
+                    "counter": counter,
+                },  # fmt: skip
+                batch_size=hw["batch_size"],
                 batch_format="numpy",
+                compute=ray.data.ActorPoolStrategy(size=hw["actors"]),
+                num_gpus=1 if gpus else 0,
+                num_cpus=0 if gpus else hw["cpus_per_actor"],
             )
-            gpus = resources.get("GPU", 0)
-            counter = ray.remote(num_cpus=0)(_Counter).remote() if progress is not None else None
+        keep = ["shard_key", "image_id", "path", "stage", "error"] + [f"m{j}_{x}" for j in range(len(runs)) for x in ("idx", "prob")]
+        ds = ds.select_columns(keep)
+
+        tasks, totals = {}, {}
+        if progress is not None:
+            for name in plans:
+                totals[name] = result.images_processed[name]
+                if totals[name]:
+                    tasks[name] = progress.add_task(f"{name}: written to the store", total=totals[name])
             for j, r in enumerate(runs):
-                todo = frozenset(s for s in todo_ids if s not in r.done)
-                ds = ds.map_batches(
-                    Predictor,
-                    fn_constructor_kwargs={
-                        "spec": r.spec, "prep": r.prep, "column": column_of[r.prep.resize_key()], "out": f"m{j}",
-                        "k": settings.k, "todo": todo,
-                        "settings": {"precision": settings.precision, "channels_last": settings.channels_last,
-                                     "compile": settings.compile, "cpu_threads": hw["cpu_threads"]},
-                        "counter": counter,
-                    },  # fmt: skip
-                    batch_size=hw["batch_size"],
-                    batch_format="numpy",
-                    compute=ray.data.ActorPoolStrategy(size=hw["actors"]),
-                    num_gpus=1 if gpus else 0,
-                    num_cpus=0 if gpus else hw["cpus_per_actor"],
-                )
-            keep = ["shard_id", "image_id", "path", "stage", "error"] + [f"m{j}_{x}" for j in range(len(runs)) for x in ("idx", "prob")]
-            ds = ds.select_columns(keep)
-            pending: dict[str, list[dict]] = {}
-            tasks, totals = {}, {"store": n_todo}
+                totals[f"m{j}"] = sum(len(shards[k][1]) for k in todo if k not in r.done)
+                tasks[f"m{j}"] = progress.add_task(f"{r.spec.name}", total=totals[f"m{j}"])
+        left = {name: sum(1 for k in todo if shards[k][0] == name) for name in plans}
+        pending: dict[str, list[dict]] = {}
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            written: dict[str, int] = {}
+            for key in np.unique(batch["shard_key"]):
+                key = str(key)
+                sel = batch["shard_key"] == key
+                pending.setdefault(key, []).append({k: v[sel] for k, v in batch.items()})
+                name, shard = shards[key]
+                written[name] = written.get(name, 0) + int(sel.sum())
+                if sum(len(p["image_id"]) for p in pending[key]) == len(shard):
+                    _finish_shard(name, shard, key, pending.pop(key), runs, pred_root, err_root)
+                    left[name] -= 1
+                    if not left[name]:
+                        finished_at[name] = time.perf_counter() - start
             if progress is not None:
-                tasks["store"] = progress.add_task(f"{dataset.name}: written to the store", total=n_todo)
-                for j, r in enumerate(runs):
-                    totals[f"m{j}"] = sum(len(by_id[s]) for s in todo_ids if s not in r.done)
-                    tasks[f"m{j}"] = progress.add_task(f"{dataset.name} / {r.spec.name}", total=totals[f"m{j}"])
-            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                for shard_id in np.unique(batch["shard_id"]):
-                    sel = batch["shard_id"] == shard_id
-                    pending.setdefault(str(shard_id), []).append({k: v[sel] for k, v in batch.items()})
-                    got = sum(len(p["image_id"]) for p in pending[str(shard_id)])
-                    if got == len(by_id[str(shard_id)]):
-                        _finish_shard(dataset.name, by_id[str(shard_id)], pending.pop(str(shard_id)), runs, pred_root, err_root, settings.k)
-                if progress is not None:
-                    _update_progress(progress, tasks, counter, len(batch["image_id"]))
-            if progress is not None:  # the pipeline has drained: every model finished all its rows
-                _update_progress(progress, tasks, counter, 0)
-                for key, t in tasks.items():
-                    progress.update(t, completed=totals[key])
-            if pending:
-                raise MlrayError(f"dataset {dataset.name!r}: shards {sorted(pending)} came back incomplete")
-        seconds = time.perf_counter() - start
-        result.seconds[dataset.name] = seconds
+                _update_progress(progress, tasks, counter, written)
+        if progress is not None:  # the pipeline has drained: every model finished all its rows
+            for key, t in tasks.items():
+                progress.update(t, completed=totals[key])
+        rates = ray.get(counter.rates.remote())
+        result.steady_images_per_second = {r.spec.name: rates[f"m{j}"] for j, r in enumerate(runs) if f"m{j}" in rates}
+        if pending:
+            raise MlrayError(f"shards {sorted(pending)} came back incomplete")
+
+    result.total_seconds = time.perf_counter() - start
+    for name, plan in plans.items():
+        result.seconds[name] = finished_at.get(name, 0.0)
         for r in runs:
-            n_pred = _count_rows(partition_dir(pred_root, dataset.name, r.spec.name))
-            n_err = _count_rows(partition_dir(err_root, dataset.name, r.spec.name))
-            result.counts[(dataset.name, r.spec.name)] = {"images": plan.n_images, "predictions": n_pred, "errors": n_err}
-            manifest["models"][r.spec.name] = r.info
-        manifest["datasets"][dataset.name] = {
-            "images": plan.n_images, "shards": len(plan.shards), "shards_processed": len(todo_ids),
-            "images_processed": n_todo, "seconds": round(seconds, 3),
-            "images_per_second": round(n_todo / seconds, 2) if n_todo else None,
-            "skipped_non_image": plan.n_skipped_non_image,
+            n_pred = _count_rows(partition_dir(pred_root, name, r.spec.name))
+            n_err = _count_rows(partition_dir(err_root, name, r.spec.name))
+            result.counts[(name, r.spec.name)] = {"images": plan.n_images, "predictions": n_pred, "errors": n_err}
+        n_todo = result.images_processed[name]
+        manifest["datasets"][name] = {
+            "images": plan.n_images, "shards": len(plan.shards),
+            "shards_processed": sum(1 for k in todo if shards[k][0] == name), "images_processed": n_todo,
+            "finished_after_s": round(result.seconds[name], 3), "skipped_non_image": plan.n_skipped_non_image,
         }  # fmt: skip
+    for r in runs:
+        manifest["models"][r.spec.name] = {**r.info, "steady_images_per_second": result.steady_images_per_second.get(r.spec.name)}
+    n_all = sum(result.images_processed.values())
+    manifest["seconds"] = round(result.total_seconds, 3)
+    manifest["images_processed"] = n_all
+    manifest["images_per_second"] = round(n_all / result.total_seconds, 2) if n_all else None
     manifest["counts"] = [{"dataset": d, "model": m, **c} for (d, m), c in result.counts.items()]
     manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     out.mkdir(parents=True, exist_ok=True)
@@ -335,19 +380,22 @@ def run_inference(config: RunConfig, out_dir: str | os.PathLike, progress=None) 
     return result
 
 
-def _update_progress(progress, tasks: dict, counter, written: int) -> None:
+def _update_progress(progress, tasks: dict, counter, written: dict[str, int]) -> None:
     import ray
 
-    progress.advance(tasks["store"], written)
+    for name, n in written.items():
+        if name in tasks:
+            progress.advance(tasks[name], n)
     for key, n in ray.get(counter.get.remote()).items():
         progress.update(tasks[key], completed=n)
 
 
-def _finish_shard(dataset: str, shard, parts: list[dict], runs: list[ModelRun], pred_root: Path, err_root: Path, k: int) -> None:
-    rows = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+def _finish_shard(dataset: str, shard, key: str, parts: list[dict], runs: list[ModelRun], pred_root: Path, err_root: Path) -> None:
+    """Write one finished shard for every model that lacks it: its errors part first, then its predictions part."""
+    rows = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     failed = rows["error"] != ""
     for j, r in enumerate(runs):
-        if shard.shard_id in r.done:
+        if key in r.done:
             continue
         name = r.spec.name
         errs = pa.table(
@@ -367,4 +415,4 @@ def _finish_shard(dataset: str, shard, parts: list[dict], runs: list[ModelRun], 
             dataset, name, rows["image_id"][ok].astype(str).tolist(), rows[f"m{j}_idx"][ok], rows[f"m{j}_prob"][ok]
         )
         write_partition(pred_root, dataset, name, table, shard=shard.shard_id)
-        r.done.add(shard.shard_id)
+        r.done.add(key)

