@@ -1,0 +1,482 @@
+"""The report dashboard (mlray.dashboard, ``mlray dashboard DIR``): data shaping checked exactly against the
+Parquet reports, omitted charts, one-line errors, and the page in headless Chromium (no console errors, every
+chart drawn, tables sort, a screenshot kept in test-artifacts/dashboard.png).
+
+The browser test needs the Debian ``chromium`` and ``chromium-driver`` packages and the ``selenium`` package; it
+skips (with the reason) without them, and fails instead when ``MLRAY_REQUIRE_BROWSER=1`` (CI). With
+``MLRAY_UPDATE_SCREENSHOT=1`` it also refreshes ``dashboards/screenshot.png`` (the README's picture).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import REPO, SHARED_DATA
+from mlray.cli import main
+from mlray.dashboard import DATASET_COLORS, build_dashboard, load_reports
+from mlray.errors import MlrayError
+
+ARTIFACTS = REPO / "test-artifacts"
+SCREENSHOT = REPO / "dashboards" / "screenshot.png"
+
+
+def embedded(path: Path) -> dict:
+    """The JSON document the page embeds (<script id="mlray-data" type="application/json">)."""
+    text = path.read_text(encoding="utf-8")
+    m = re.search(r'<script type="application/json" id="mlray-data">(.*?)</script>', text, re.S)
+    assert m, "the page has no embedded data"
+    return json.loads(m.group(1))
+
+
+def pct(v):
+    return None if v is None or (isinstance(v, float) and np.isnan(v)) else 100 * v
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Hand-written reports (no Ray): three datasets with arbitrary names
+
+
+def write(frame: pd.DataFrame, folder: Path, name: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(folder / f"{name}.parquet", index=False)
+
+
+HIST = pd.DataFrame(
+    {
+        "dataset": ["alpha", "alpha", "alpha", "beta", "beta", "gamma"],
+        "n_labels": [1, 2, 3, 1, 2, 1],
+        "n_images": [6, 3, 1, 2, 2, 5],
+        "fraction": [0.6, 0.3, 0.1, 0.5, 0.5, 1.0],
+    }
+)
+STATS = pd.DataFrame(
+    {
+        "dataset": ["alpha", "beta", "gamma"],
+        "n_images": [11, 4, 5],
+        "n_labelled": [10, 4, 5],
+        "n_empty": [1, 0, 0],
+        "n_unannotated": [0, 0, 0],
+        "n_multi": [4, 2, 0],
+        "multi_fraction": [0.4, 0.5, 0.0],
+        "mean_labels": [1.5, 1.5, 1.0],
+        "original_in_valid_fraction": [0.9, 1.0, 1.0],
+    }
+)
+
+
+def model_metrics() -> pd.DataFrame:
+    rows = []
+    values = {  # (model, dataset) -> top1, real_top1, vtopk_all, asma_vtopk_all
+        ("m1", "alpha"): (0.80, 0.85, 0.70, 0.65),
+        ("m1", "beta"): (0.60, 0.75, 0.50, 0.55),
+        ("m1", "gamma"): (0.70, 0.72, 0.71, 0.71),
+        ("m2", "alpha"): (0.90, 0.92, 0.80, 0.78),
+        ("m2", "beta"): (0.70, 0.85, 0.60, 0.66),
+        ("m3", "alpha"): (0.50, 0.55, 0.40, 0.35),  # only on alpha: left out of the scatters
+    }
+    for (model, dataset), vals in values.items():
+        for metric, v in zip(("top1", "real_top1", "vtopk_all", "asma_vtopk_all"), vals):
+            rows.append({"model": model, "dataset": dataset, "metric": metric, "value": v, "ci_low": v - 0.05,
+                         "ci_high": v + 0.04, "n": 10, "params": "{}", "available": True, "reason": ""})  # fmt: skip
+    rows.append({"model": "m1", "dataset": "alpha", "metric": "top5", "value": np.nan, "ci_low": np.nan,
+                 "ci_high": np.nan, "n": 0, "params": "{}", "available": False, "reason": "needs 5 ranks"})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def subgroups() -> pd.DataFrame:
+    rows = []
+    for model, dataset, vals in (("m1", "alpha", (0.9, 0.6, np.nan)), ("m1", "beta", (0.8, 0.5, 0.4))):
+        for g, v in zip(("1", "2", "3+"), vals):
+            rows.append({"model": model, "dataset": dataset, "group": g, "metric": "vtopk_all", "value": v,
+                         "n": 0 if np.isnan(v) else 4, "available": not np.isnan(v)})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def gaps() -> pd.DataFrame:
+    rows = []
+    for model, a, b, gap, comp in (("m1", "alpha", "beta", 0.2, 0.15), ("m2", "alpha", "beta", 0.2, 0.05),
+                                   ("m1", "beta", "alpha", -0.2, -0.1)):  # fmt: skip
+        rows.append({"model": model, "dataset_a": a, "dataset_b": b, "metric": "top1", "value_a": 0.8,
+                     "value_b": 0.8 - gap, "gap": gap, "composition": comp, "within": gap - comp,
+                     "gap_ci_low": gap - 0.03, "gap_ci_high": gap + 0.02})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture()
+def hand_reports(tmp_path) -> Path:
+    folder = tmp_path / "reports"
+    write(HIST, folder, "label_count_hist")
+    write(STATS, folder, "dataset_stats")
+    write(model_metrics(), folder, "model_metrics")
+    write(subgroups(), folder, "subgroup_metrics")
+    write(gaps(), folder, "gap_decomposition")
+    return folder
+
+
+def test_histogram_and_share_exact(hand_reports):
+    page = build_dashboard(hand_reports)
+    assert page == hand_reports / "dashboard.html"
+    data = embedded(page)
+    assert data["meta"]["datasets"] == ["alpha", "beta", "gamma"]
+    assert data["meta"]["colors"] == {"alpha": DATASET_COLORS[0], "beta": DATASET_COLORS[1], "gamma": DATASET_COLORS[2]}
+    bars = data["charts"]["label-hist"]["figure"]["data"]
+    assert [t["name"] for t in bars] == ["alpha", "beta", "gamma"]
+    assert bars[0]["x"] == [1, 2, 3] and bars[0]["y"] == [60.0, 30.0, 10.0]
+    assert bars[1]["x"] == [1, 2] and bars[1]["y"] == [50.0, 50.0]
+    assert bars[2]["y"] == [100.0] and bars[2]["marker"]["color"] == DATASET_COLORS[2]
+    assert [c[0] for c in bars[0]["customdata"]] == [6, 3, 1]  # image counts in the hover
+    share = data["charts"]["multi-share"]["figure"]["data"][0]
+    assert share["x"] == ["alpha", "beta", "gamma"] and share["y"] == [40.0, 50.0, 0.0]
+    assert share["text"] == ["40.00 %", "50.00 %", "0.00 %"]
+    layout = data["charts"]["label-hist"]["figure"]["layout"]
+    assert layout["yaxis"]["title"]["text"] == "share of labelled images (%)"
+
+
+def test_scatter_first_dataset_against_each_other(hand_reports):
+    data = embedded(build_dashboard(hand_reports))
+    for cid, b, models in (("scatter-0", "beta", ["m1", "m2"]), ("scatter-1", "gamma", ["m1"])):
+        fig = data["charts"][cid]["figure"]
+        points = [t for t in fig["data"] if t["mode"] == "markers"]
+        lines = [t for t in fig["data"] if t["mode"] == "lines"]
+        assert len(points) == 4 and len(lines) == 4  # top-1, ReaL, variable top-k, ASMA; one y = x line each
+        assert all(t["line"]["dash"] == "dash" and t["x"] == t["y"] for t in lines)
+        assert fig["layout"]["xaxis"]["title"]["text"] == "alpha (%)"
+        assert fig["layout"]["yaxis"]["title"]["text"] == f"{b} (%)"
+        assert points[0]["text"] == models  # hover names; m3 has no value on beta / gamma
+        assert all(t["marker"]["color"] == DATASET_COLORS[1 + int(cid[-1])] for t in points)
+    top1 = data["charts"]["scatter-0"]["figure"]["data"][1]
+    assert top1["x"] == [100 * 0.80, 100 * 0.90] and top1["y"] == [100 * 0.60, 100 * 0.70]
+    hi = [100 * (v + 0.04) - 100 * v for v in (0.80, 0.90)]  # the report's ci_high = value + 0.04
+    lo = [100 * v - 100 * (v - 0.05) for v in (0.80, 0.90)]
+    assert top1["error_x"]["array"] == hi and top1["error_x"]["arrayminus"] == lo
+    asma = data["charts"]["scatter-0"]["figure"]["data"][7]
+    assert asma["x"] == [100 * 0.65, 100 * 0.78] and asma["y"] == [100 * 0.55, 100 * 0.66]
+    titles = [a["text"] for a in data["charts"]["scatter-0"]["figure"]["layout"]["annotations"]]
+    assert titles[:4] == ["Top-1 (original label)", "ReaL top-1", "Variable top-k (strict)",
+                          "ASMA (variable top-k, strict)"]  # fmt: skip
+    assert f"mean gap {((80 - 60) + (90 - 70)) / 2:+.2f} pts" in titles
+    assert "Left out (metrics on only one of the two datasets): m3." in (hand_reports / "dashboard.html").read_text()
+
+
+def test_subgroups_gap_bars_and_tables(hand_reports):
+    page = build_dashboard(hand_reports, hand_reports.parent / "out" / "page.html")
+    assert page == hand_reports.parent / "out" / "page.html" and not (hand_reports / "dashboard.html").exists()
+    data = embedded(page)
+    lines = data["charts"]["subgroups"]["figure"]["data"]
+    assert [(t["name"], t["text"][0]) for t in lines] == [("alpha", "m1"), ("beta", "m1")]
+    assert lines[0]["x"] == ["1", "2", "3+"] and lines[0]["y"] == [90.0, 60.0, None]
+    assert lines[1]["y"] == [100 * 0.8, 50.0, 100 * 0.4] and [c[0] for c in lines[1]["customdata"]] == [4, 4, 4]
+    gap = data["charts"]["gap-0"]["figure"]["data"]
+    comp, within, total = gap
+    assert comp["name"].startswith("composition") and comp["y"] == ["m1", "m2"]
+    assert comp["x"] == [100 * 0.15, 100 * 0.05]
+    assert within["x"] == [100 * (0.2 - 0.15), 100 * (0.2 - 0.05)]
+    assert total["x"] == [100 * 0.2, 100 * 0.2] and total["marker"]["symbol"] == "diamond"
+    assert data["omitted"]["gap-1"].startswith("gap_decomposition.parquet has no gap for alpha → gamma")
+    text = page.read_text()
+    # the model table: one row per (model, dataset); top5 unavailable shows n/a with the reason
+    assert '<td class="num" data-v="" title="needs 5 ranks">n/a</td>' in text
+    assert '<td class="num" data-v="0.8" title="95 % CI 75.00 – 84.00 %, n = 10">80.00</td>' in text
+    # the gap table lists A -> B only (report order), never B -> A
+    assert text.count("<td>beta</td><td>alpha</td>") == 0 and text.count("<td>alpha</td><td>beta</td>") == 2
+    assert "Not shown: external_results.parquet is not in this report directory" in text
+
+
+def test_missing_reports_are_notes_not_errors(tmp_path):
+    folder = tmp_path / "stats-only"
+    write(HIST, folder, "label_count_hist")
+    data = embedded(build_dashboard(folder))
+    assert list(data["charts"]) == ["label-hist"]
+    assert set(data["omitted"]) == {"multi-share", "scatter-0", "subgroups", "gap-0", "published"}
+    assert data["omitted"]["multi-share"].startswith("dataset_stats.parquet is not in this report directory")
+    # a report with no rows (score_report writes an empty gap table for a single dataset) is not an error
+    pd.DataFrame().to_parquet(folder / "gap_decomposition.parquet")
+    assert "gap-0" in embedded(build_dashboard(folder))["omitted"]
+
+
+def test_gap_with_predictions_on_a_only(tmp_path):
+    """score_report's rows when only A has a model's predictions: no gap, but A at B's label-count mix."""
+    folder = tmp_path / "reports"
+    write(HIST, folder, "label_count_hist")
+    row = {"model": "m1", "dataset_a": "alpha", "dataset_b": "beta", "metric": "top1", "value_a": 0.75,
+           "value_b": np.nan, "gap": np.nan, "composition": np.nan, "within": np.nan, "a_standardized_to_b": 0.62,
+           "b_standardized_to_a": np.nan}  # fmt: skip
+    write(pd.DataFrame([row]), folder, "gap_decomposition")
+    page = build_dashboard(folder)
+    data = embedded(page)
+    assert data["omitted"]["gap-0"] == (
+        "gap_decomposition.parquet has no gap for alpha → beta (models need predictions on both); "
+        "the table below gives alpha's accuracy reweighted to beta's label-count mix"
+    )
+    text = page.read_text()
+    assert ('<td>m1</td><td>alpha</td><td>beta</td><td>top1</td><td class="num" data-v="0.75">75.00</td>'
+            '<td class="num" data-v="0.62">62.00</td><td class="num" data-v="">n/a</td>') in text  # fmt: skip
+
+
+def test_errors_are_one_line(tmp_path, capsys):
+    with pytest.raises(MlrayError, match=r"no such report directory"):
+        build_dashboard(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MlrayError) as exc:
+        build_dashboard(tmp_path / "empty")
+    assert "no mlray reports in this folder" in str(exc.value) and "\n" not in str(exc.value)
+    bad = tmp_path / "bad"
+    write(pd.DataFrame({"dataset": ["x"], "n_labels": [1]}), bad, "label_count_hist")
+    missing = r"label_count_hist.parquet: not an mlray label_count_hist report: missing column\(s\) n_images, fraction"
+    with pytest.raises(MlrayError, match=missing):
+        load_reports(bad)
+    (bad / "label_count_hist.parquet").write_text("not parquet")
+    with pytest.raises(MlrayError, match=r"not a readable Parquet file"):
+        load_reports(bad)
+    assert main(["dashboard", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert "mlray: error:" in err and "no mlray reports in this folder" in err and "Traceback" not in err
+
+
+def test_cli_dashboard(hand_reports, tmp_path, capsys):
+    out = tmp_path / "x" / "d.html"
+    assert main(["dashboard", str(hand_reports), "--out", str(out)]) == 0
+    assert out.is_file() and str(out) in capsys.readouterr().out.replace("\n", "")
+    text = out.read_text()
+    from plotly.offline import get_plotlyjs
+
+    assert "<script src" not in text and "<link" not in text and "<img" not in text  # self-contained
+    assert text.count(get_plotlyjs()) == 1  # plotly.js inlined, once
+
+
+# --------------------------------------------------------------------------------------------------------------
+# A real report directory: synthetic predictions scored by mlray's own Ray jobs, plus timm's published results
+
+CLASSES = 200
+SYNTH_DATASETS = {  # name -> (images, label-count probabilities for k = 1..6, empty images)
+    "imagenet-val": (3000, (0.84, 0.11, 0.03, 0.01, 0.007, 0.003), 60),
+    "imagenetv2-matched-frequency": (1500, (0.51, 0.24, 0.13, 0.06, 0.035, 0.025), 15),
+}
+SYNTH_MODELS = {"synthetic-large": 0.92, "synthetic-base": 0.85, "synthetic-small": 0.76, "synthetic-tiny": 0.64}
+
+
+def synthetic_run(root: Path) -> Path:
+    """Label tables for two datasets and top-10 predictions of four models (deterministic), and the config.
+
+    A model puts one valid label first with probability ``skill`` whatever the image's number of labels k (so
+    ReaL top-1 hardly depends on k), picks the original label among the valid ones a bit more often than chance
+    (so top-1 falls with k) and ranks each other valid label next with probability ``skill`` (so strict variable
+    top-k falls with k); on the second dataset it is 1 point worse in every group. The second dataset has far
+    more multi-label images, so most of its top-1 gap is composition, as the paper argues for ImageNetV2.
+    """
+    rng = np.random.default_rng(6)
+    lines = ["datasets:"]
+    preds = []
+    for d_index, (name, (n, probs, n_empty)) in enumerate(SYNTH_DATASETS.items()):
+        rows = []
+        for i in range(n):
+            image = f"{name[:6]}-{i:04d}"
+            if i < n_empty:
+                rows.append((image, int(rng.integers(CLASSES)), []))
+                continue
+            k = int(rng.choice(np.arange(1, 7), p=np.array(probs) / sum(probs)))
+            valid = [int(c) for c in rng.choice(CLASSES, size=k, replace=False)]
+            original = valid[0] if rng.random() < 0.9 else int(rng.integers(CLASSES))
+            rows.append((image, original, valid))
+        pd.DataFrame(
+            {"image_id": [r[0] for r in rows], "label": [r[1] for r in rows],
+             "labels": [";".join(map(str, r[2])) for r in rows]}  # fmt: skip
+        ).to_csv(root / f"labels-{d_index}.csv", index=False)
+        src = f"{{format: table, path: labels-{d_index}.csv}}"
+        lines.append(f"  - {{name: {name}, labels: {{original: {src}, multi: {src}}}}}")
+        for model, skill in SYNTH_MODELS.items():
+            skill_here = skill - 0.01 * d_index
+            for image, original, valid in rows:
+                ranked: list[int] = []
+                if valid and rng.random() < skill_here:
+                    k = len(valid)
+                    favour = original in valid and rng.random() < 1 / k + (1 - 1 / k) * 0.35
+                    first = original if favour else valid[int(rng.integers(k))]
+                    ranked.append(first)
+                    ranked += [c for c in valid if c != first and rng.random() < skill_here]
+                for c in rng.permutation(CLASSES):
+                    if len(ranked) >= 10:
+                        break
+                    if int(c) not in ranked:
+                        ranked.append(int(c))
+                preds.append((name, model, image, ";".join(map(str, ranked[:10]))))
+    pd.DataFrame(preds, columns=["dataset", "model", "image_id", "topk"]).to_csv(root / "predictions.csv", index=False)
+    config = root / "run.yaml"
+    config.write_text("\n".join(lines) + "\n")
+    return config
+
+
+@pytest.fixture(scope="module")
+def scored_reports(ray_cluster, tmp_path_factory) -> Path:
+    """stats_report + score_report on the synthetic run (Ray tasks), and external_results from timm's CSVs."""
+    from mlray.config import load_config
+    from mlray.external import import_results
+    from mlray.metrics import MetricParams
+    from mlray.reports import score_report, stats_report
+
+    root = tmp_path_factory.mktemp("dash-run")
+    config = load_config(synthetic_run(root))
+    reports = root / "reports"
+    stats_report(config, reports)
+    score_report(config, [root / "predictions.csv"], reports, MetricParams(n_boot=40, min_group_size=3, seed=0))
+    timm = SHARED_DATA / "timm-results"
+    if timm.is_dir():
+        import_results([timm / "results-imagenet.csv", timm / "results-imagenet-real.csv",
+                        timm / "results-imagenetv2-matched-frequency.csv"], reports)  # fmt: skip
+    return reports
+
+
+@pytest.mark.ray
+def test_page_from_score_reports_matches_parquet(scored_reports):
+    page = build_dashboard(scored_reports)
+    data = embedded(page)
+    assert data["meta"]["datasets"] == list(SYNTH_DATASETS)
+    assert data["meta"]["models"] == list(SYNTH_MODELS)
+    hist = pd.read_parquet(scored_reports / "label_count_hist.parquet")
+    for trace in data["charts"]["label-hist"]["figure"]["data"]:
+        rows = hist[hist.dataset == trace["name"]].sort_values("n_labels")
+        assert trace["x"] == rows.n_labels.tolist() and trace["y"] == [100 * f for f in rows.fraction]
+    mm = pd.read_parquet(scored_reports / "model_metrics.parquet").set_index(["model", "dataset", "metric"])
+    a, b = list(SYNTH_DATASETS)
+    vtopk = data["charts"]["scatter-0"]["figure"]["data"][5]
+    assert vtopk["text"] == list(SYNTH_MODELS)
+    assert vtopk["x"] == [100 * mm.loc[(m, a, "vtopk_all"), "value"] for m in SYNTH_MODELS]
+    assert vtopk["y"] == [100 * mm.loc[(m, b, "vtopk_all"), "value"] for m in SYNTH_MODELS]
+    gd = pd.read_parquet(scored_reports / "gap_decomposition.parquet")
+    gd = gd.set_index(["model", "dataset_a", "dataset_b", "metric"])
+    comp = data["charts"]["gap-0"]["figure"]["data"][0]
+    assert comp["x"] == [100 * gd.loc[(m, a, b, "top1"), "composition"] for m in SYNTH_MODELS]
+    if (scored_reports / "external_results.parquet").exists():
+        pub = data["charts"]["published"]["figure"]["data"]
+        timm = [t for t in pub if t["name"].startswith("timm (")]
+        assert len(timm) == 1 and "resnet50.a1_in1k @ 224 px" in timm[0]["text"]
+        i = timm[0]["text"].index("resnet50.a1_in1k @ 224 px")
+        assert timm[0]["y"][i] == 100 * 0.6847  # the published ImageNetV2 top-1, 68.47 %
+        own = [t for t in pub if t["name"].startswith("this report")]
+        assert own and own[0]["text"] == list(SYNTH_MODELS)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The page in headless Chromium
+
+
+def _browser():
+    """A headless Chromium driven by selenium, or a skip (a failure when MLRAY_REQUIRE_BROWSER=1) with the reason."""
+    reason = None
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        reason = "selenium is not installed (pip install selenium)"
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_bin = shutil.which("chromedriver")
+    if reason is None and not (chromium and driver_bin):
+        reason = "headless Chromium not found (apt-get install chromium chromium-driver)"
+    if reason:
+        if os.environ.get("MLRAY_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"MLRAY_REQUIRE_BROWSER=1 but {reason}")
+        pytest.skip(reason)
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--window-size=1440,1000",
+                "--hide-scrollbars", "--force-device-scale-factor=1"):  # fmt: skip
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(driver_bin), options=options)
+
+
+def _column(driver, table_id: str, index: int) -> list[str]:
+    return driver.execute_script(
+        "return Array.from(document.getElementById(arguments[0]).tBodies[0].rows)"
+        ".map(r => r.cells[arguments[1]].getAttribute('data-v') ?? r.cells[arguments[1]].textContent);",
+        table_id,
+        index,
+    )
+
+
+@pytest.mark.ray
+def test_page_in_headless_chromium(scored_reports):
+    page = build_dashboard(scored_reports)
+    data = embedded(page)
+    driver = _browser()  # skips (or fails under MLRAY_REQUIRE_BROWSER=1) before selenium is imported below
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        driver.get(page.resolve().as_uri())
+        try:
+            WebDriverWait(driver, 60).until(lambda d: d.execute_script("return document.body.dataset.chartsRendered"))
+        except TimeoutException:
+            pytest.fail(f"the charts did not finish rendering in 60 s; browser console: {driver.get_log('browser')}")
+        charts = driver.find_elements(By.CSS_SELECTOR, ".chart[data-chart]")
+        assert sorted(c.get_attribute("id") for c in charts) == sorted(data["charts"])
+        assert driver.execute_script("return document.body.dataset.chartsRendered") == str(len(charts))
+        for chart in charts:
+            svg = chart.find_elements(By.CSS_SELECTOR, "svg.main-svg")
+            assert svg, f"chart {chart.get_attribute('id')} has no SVG"
+            size = svg[0].size
+            assert size["width"] > 200 and size["height"] > 200, chart.get_attribute("id")
+            marks = chart.find_elements(By.CSS_SELECTOR, ".scatterlayer .trace path, .barlayer .trace path")
+            assert marks, f"chart {chart.get_attribute('id')} drew no marks"
+
+        # sortable tables: the model table by its top1 column, ascending then descending (missing values last)
+        table = driver.find_element(By.ID, "table-models")
+        headers = table.find_elements(By.CSS_SELECTOR, "thead th")
+        names = [h.text.strip() for h in headers]
+        col = names.index("top1 (%)")
+        mm = pd.read_parquet(scored_reports / "model_metrics.parquet")
+        expected = sorted(mm[mm.metric == "top1"].value.tolist())
+        headers[col].find_element(By.TAG_NAME, "button").click()
+        assert [float(v) for v in _column(driver, "table-models", col)] == expected
+        assert headers[col].get_attribute("aria-sort") == "ascending"
+        headers[col].find_element(By.TAG_NAME, "button").click()
+        assert [float(v) for v in _column(driver, "table-models", col)] == expected[::-1]
+        headers[0].find_element(By.TAG_NAME, "button").click()  # text column: model names A..Z
+        models = _column(driver, "table-models", 0)
+        assert models == sorted(models) and headers[0].get_attribute("aria-sort") == "ascending"
+
+        # the filter box of a long table hides the rows that do not match and says how many are left
+        box = driver.find_element(By.CSS_SELECTOR, 'input.table-filter[data-table="table-gaps"]')
+        box.send_keys("synthetic-tiny")
+        shown = driver.execute_script(
+            "return Array.from(document.getElementById('table-gaps').tBodies[0].rows)"
+            ".filter(r => r.style.display !== 'none').map(r => r.cells[0].textContent);"
+        )
+        assert shown == ["synthetic-tiny"] * 7  # one row per metric
+        assert driver.find_element(By.CSS_SELECTOR, '.row-count[data-table="table-gaps"]').text == "7 of 28 rows"
+        box.clear()
+        box.send_keys(" ")  # an input event with an empty query shows every row again
+        visible = "return document.querySelectorAll('#table-gaps tbody tr:not([style*=none])').length"
+        assert driver.execute_script(visible) == 28
+
+        ARTIFACTS.mkdir(exist_ok=True)
+        driver.execute_script("window.scrollTo(0, 0)")
+        height = driver.execute_script("return document.documentElement.scrollHeight")
+        driver.set_window_size(1440, min(height, 16000))
+        WebDriverWait(driver, 20).until(lambda d: d.execute_script("return document.body.dataset.chartsRendered"))
+        assert driver.save_screenshot(str(ARTIFACTS / "dashboard.png"))
+        if os.environ.get("MLRAY_UPDATE_SCREENSHOT") == "1":
+            # the README's picture: the top of the page down to the end of the first scatter panel
+            from PIL import Image
+
+            bottom = driver.execute_script(
+                "const r = document.getElementById('scatter-0-panel').getBoundingClientRect();"
+                "return Math.ceil(r.bottom + window.scrollY) + 16;"
+            )
+            with Image.open(ARTIFACTS / "dashboard.png") as full:
+                full.crop((0, 0, full.width, min(full.height, bottom))).save(SCREENSHOT, optimize=True)
+
+        severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert not severe, severe
+    finally:
+        driver.quit()
