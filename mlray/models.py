@@ -103,12 +103,33 @@ def _check_name(name: str, weights: str = "none", where: str | None = None) -> N
         more = ", ..." if len(tags) > len(shown) and not close else ""
         hint = f" (available: {', '.join(shown)}{more})" if tags else ""
         raise MlrayError(f"{_prefix(where)}unknown pretrained tag {tag!r} for timm model {arch!r}{hint}") from None
+    if weights == "hub" and cfg is not None and cfg.num_classes not in (None, 1000):
+        raise MlrayError(
+            f"{_prefix(where)}timm model {name!r} has a {cfg.num_classes:,}-class head, not ImageNet-1k "
+            f"(pick a tag ending in _in1k or fine-tuned on in1k: {', '.join(_in1k_tags(arch)[:3]) or 'none'})"
+        )
     if weights == "hub":
         has_weights = cfg is not None and bool(cfg.hf_hub_id or cfg.url or cfg.file)
         if not has_weights:
             tagged = timm.list_pretrained(f"{arch}.*")
             hint = f" (tagged weights exist: {', '.join(tagged[:3])})" if tagged else ""
             raise MlrayError(f"{_prefix(where)}timm model {name!r} has no pretrained weights on the hub{hint}")
+
+
+def _in1k_tags(arch: str) -> list[str]:
+    import timm
+
+    return [n for n in timm.list_pretrained(f"{arch}.*") if _num_classes(n) == 1000]
+
+
+def _num_classes(name: str) -> int | None:
+    from timm.models import get_pretrained_cfg
+
+    try:
+        cfg = get_pretrained_cfg(name)
+    except RuntimeError:
+        return None
+    return None if cfg is None else cfg.num_classes
 
 
 def _has_wildcard(text: str) -> bool:
@@ -156,6 +177,10 @@ def _expand_one(entry: str, weights: str, where: str | None) -> list[str]:
         if not names:
             extra = " with pretrained weights" if pretrained else ""
             raise MlrayError(f"{_prefix(where)}model pattern {entry!r} matches no timm model{extra}")
+        if pretrained:  # only ImageNet-1k classifiers (a wildcard must not pull in in12k / in21k heads)
+            names = [n for n in names if _num_classes(n) in (None, 1000)]
+            if not names:
+                raise MlrayError(f"{_prefix(where)}model pattern {entry!r} matches no timm model with ImageNet-1k weights")
         return list(names)
     _check_name(entry, weights, where)
     return [entry]

@@ -225,6 +225,7 @@ def score_report(
     dataset: str | None = None,
     model: str | None = None,
     models_per_task: int = 16,
+    ship_predictions: bool | None = None,
 ) -> ScoreResult:
     """Score stored predictions against the config's datasets and write the score reports.
 
@@ -232,6 +233,10 @@ def score_report(
     models; 1 = one task per (model, dataset)), and one per (model, ordered pair of datasets) for the
     decomposition. A pair where only A has the model's predictions still reports ``value_a`` and
     ``a_standardized_to_b`` (B's labels give its label-count mix).
+
+    Prediction-store files are read inside the tasks on a single-node cluster; on a multi-node cluster
+    (``ship_predictions=None`` = decide by the number of alive nodes) the driver reads them and ships the tables
+    through the object store, since the tasks may run on nodes that cannot see the driver's disk.
     """
     import ray
 
@@ -241,6 +246,14 @@ def score_report(
     params = params or MetricParams()
     start = time.perf_counter()
     units = collect_predictions(prediction_paths, dataset, model)
+    if ship_predictions is None:  # store files live on this node; other nodes' tasks cannot read them
+        ship_predictions = sum(1 for n in ray.nodes() if n.get("Alive")) > 1
+    if ship_predictions:
+        from .predictions import read_predictions
+
+        for u in units:
+            if u.table is None:
+                u.table, u.files = ray.put(read_predictions(u.files)), None
     names = [d.name for d in config.datasets]
     for u in units:
         if u.dataset not in names:

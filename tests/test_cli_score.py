@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 import pytest
 
 from conftest import REPO, shared
@@ -129,3 +130,27 @@ def test_import_results_cli(tmp_path, capsys):
     df = pd.read_parquet(tmp_path / "external_results.parquet")
     row = df[(df.model == "resnet50.a1_in1k") & (df.img_size == 224) & (df.dataset == "imagenetv2-matched-frequency") & (df.metric == "top1")]
     assert row.value.tolist() == [0.6847]
+
+
+@pytest.mark.ray
+def test_store_tables_shipped_through_the_object_store_score_identically(ray_cluster, tiny_config, tmp_path):
+    """Multi-node clusters: the driver reads the store and ships the tables (tasks may run where its disk is not);
+    the scores equal those of tasks reading the files themselves (the single-node path)."""
+    from mlray.config import load_config
+    from mlray.metrics import MetricParams
+    from mlray.predictions import import_predictions, write_partition
+    from mlray.reports import score_report
+
+    write(
+        tmp_path / "pred.csv",
+        "dataset,model,image_id,topk\nA,m,a1,0;9\nA,m,a2,9;1\nA,m,a3,3;2\nA,m,a4,4;9\nB,m,b1,0;9\nB,m,b2,9;2\nB,m,b3,5;4\nB,m,b4,6;9\n",
+    )
+    table = import_predictions(tmp_path / "pred.csv")
+    for name in ("A", "B"):
+        write_partition(tmp_path / "store", name, "m", table.filter(pc.equal(table["dataset"], name)), shard="s00000")
+    cfg, params = load_config(tiny_config), MetricParams(n_boot=20, min_group_size=1)
+    local = score_report(cfg, [tmp_path / "store"], tmp_path / "r1", params, ship_predictions=False)
+    shipped = score_report(cfg, [tmp_path / "store"], tmp_path / "r2", params, ship_predictions=True)
+    for name in ("model_metrics", "subgroup_metrics", "gap_decomposition"):
+        pd.testing.assert_frame_equal(local.frames[name], shipped.frames[name])
+    assert local.frames["model_metrics"].set_index(["dataset", "metric"]).loc[("A", "top1"), "value"] == 0.5

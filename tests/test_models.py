@@ -342,3 +342,11 @@ def test_model_info_pypi(lite0):
     assert info["pretrained_cfg"] == "tf_efficientnet_lite0.in1k"
     assert info["timm_version"] == timm.__version__ and info["torch_version"] == torch.__version__
     assert info["preprocessing"] == resolve_preprocessing(spec).to_dict()
+
+
+def test_hub_wildcards_keep_only_imagenet_1k_heads_and_a_named_in12k_head_is_an_error():
+    names = expand_model_names("efficientnet_b5*", weights="hub")
+    # timm lists efficientnet_b5.sw_in12k (11,821 classes) and its in1k fine-tune; only the latter is evaluable
+    assert "efficientnet_b5.sw_in12k" not in names and "efficientnet_b5.sw_in12k_ft_in1k" in names
+    with pytest.raises(MlrayError, match=r"'efficientnet_b5\.sw_in12k' has a 11,821-class head, not ImageNet-1k .*efficientnet_b5\.sw_in12k_ft_in1k"):
+        expand_model_names("efficientnet_b5.sw_in12k", weights="hub")
