@@ -91,6 +91,8 @@ class InferenceConfig(_Strict):
     k: int = Field(default=20, ge=1, le=1000)
     batch_size: int | None = Field(default=None, ge=1)
     decode_batch_size: int = Field(default=16, ge=1)
+    device: Literal["auto", "gpu", "cpu"] = "auto"  # auto: GPU actors when the cluster has GPUs at the start
+    models_per_pass: int | None = Field(default=None, ge=1)
     actors_per_model: int | None = Field(default=None, ge=1)
     cpus_per_actor: float | None = Field(default=None, gt=0)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"

@@ -14,7 +14,8 @@ that model. Resume: a re-run plans the same shards and processes only shards tha
 a model's actors skip the rows of shards it already has. Never a duplicate row: a shard is written whole or not
 at all. At the end every (dataset, model) is reconciled: images in = predictions + errors.
 
-All datasets of a run stream through one pipeline, so each model's actors start and load weights once.
+All datasets of a run stream through one pipeline per pass of models, so each model's actors start and load
+weights once; models go in passes that fit the cluster's GPUs (``inference.models_per_pass``).
 """
 
 from __future__ import annotations
@@ -191,6 +192,7 @@ class ModelRun:
     prep: Preprocessing
     info: dict
     done: set[str] = field(default_factory=set)  # shard keys "<dataset>/<shard_id>" already in the store
+    steady: float | None = None  # images/s after its first batch, in this run
 
 
 @dataclass
@@ -214,16 +216,25 @@ def _count_rows(folder: Path) -> int:
 
 
 def _defaults(settings: InferenceConfig, gpus: float, cpus: float, n_models: int) -> dict:
-    """Per-hardware defaults. On CPUs the model actors of all models share what is left after one CPU for
-    reading/decoding (fractional CPU requests), so the read stage can always be scheduled; each actor's torch
-    uses about as many threads as the CPUs it was given (no oversubscription)."""
+    """Per-hardware defaults.
+
+    Models go through the pipeline in passes of ``models_per_pass`` (every pass reads and decodes the images
+    once for its models). On GPUs every model actor holds one GPU, so a pass holds as many models as there are
+    GPUs for their actors (one model per pass on one GPU; never more GPUs than the cluster has). On CPUs the
+    model actors of a pass share what is left after one CPU for reading/decoding (fractional CPU requests, so
+    the read stage can always be scheduled), and each actor's torch uses about as many threads as the CPUs it
+    was given (no oversubscription).
+    """
     actors = settings.actors_per_model or (max(1, int(gpus)) if gpus else 1)
-    cpus_per_actor = settings.cpus_per_actor or (1.0 if gpus else max(0.25, (cpus - 1.0) / (n_models * actors)))
+    per_pass = settings.models_per_pass or (max(1, int(gpus) // actors) if gpus else 8)
+    per_pass = min(per_pass, n_models)
+    cpus_per_actor = settings.cpus_per_actor or (1.0 if gpus else max(0.25, (cpus - 1.0) / (per_pass * actors)))
     return {
         "batch_size": settings.batch_size or (256 if gpus else 32),
         "actors": actors,
+        "models_per_pass": per_pass,
         "cpus_per_actor": cpus_per_actor,
-        "cpu_threads": None if gpus else max(1, round(cpus / (n_models * actors))),
+        "cpu_threads": None if gpus else max(1, round(cpus / (per_pass * actors))),
     }
 
 
@@ -246,8 +257,11 @@ def _quiet_ray_data(ray) -> None:
 def run_inference(config: RunConfig, out_dir: str | os.PathLike, progress=None) -> InferenceResult:
     """Predictions for every (dataset with images) x model of the config, into ``OUT/predictions`` (resumable).
 
-    All datasets go through ONE streaming pipeline (each model's actors are started and load their weights
-    once per run, not once per dataset); rows carry their shard key ``<dataset>/<shard_id>``.
+    All datasets go through one streaming pipeline per pass of models (each model's actors start and load
+    their weights once per run, not once per dataset); rows carry their shard key ``<dataset>/<shard_id>``.
+    Models go in passes of ``models_per_pass`` (see :func:`_defaults`), so hundreds of models never ask for
+    more GPUs than the cluster has; ``inference.device: gpu`` plans GPU actors even before an autoscaling
+    cluster has started its GPU nodes.
     """
     import ray
 
@@ -260,7 +274,7 @@ def run_inference(config: RunConfig, out_dir: str | os.PathLike, progress=None) 
         raise MlrayError(f"{config.source}: no models to evaluate (add a 'models:' list)")
     settings = config.inference
     resources = ray.cluster_resources()
-    gpus = resources.get("GPU", 0)
+    gpus = {"auto": resources.get("GPU", 0), "cpu": 0, "gpu": max(1.0, resources.get("GPU", 0))}[settings.device]
     hw = _defaults(settings, gpus, resources.get("CPU", 1), len(specs))
     runs = [ModelRun(spec, resolve_preprocessing(spec), model_info(spec)) for spec in specs]
     result = InferenceResult()
@@ -276,78 +290,22 @@ def run_inference(config: RunConfig, out_dir: str | os.PathLike, progress=None) 
         for name in plans:
             stored = partition_dir(pred_root, name, r.spec.name).glob("part-*.parquet")
             r.done |= {f"{name}/{p.stem[len('part-'):]}" for p in stored} & set(shards)
-    todo = [key for key in shards if any(key not in r.done for r in runs)]
-    for name in plans:
-        result.images_processed[name] = sum(len(shards[k][1]) for k in todo if shards[k][0] == name)
     finished_at: dict[str, float] = {}
-
-    if todo:
-        distinct = {r.prep.resize_key(): r.prep for r in runs}  # one resize/crop per distinct key, shared
-        column_of = {key: f"img{j}" for j, key in enumerate(distinct)}
-        items = [(key, shards[key][1]) for key in todo]
-        ds = ray.data.from_items([{"shard": i} for i in range(len(items))], override_num_blocks=len(items))
-        ds = ds.flat_map(_read_rows, fn_kwargs={"shards": items})
-        ds = ds.map_batches(
-            _decode_batch,
-            fn_kwargs={"preps": list(distinct.values()), "max_pixels": settings.max_pixels},
-            batch_size=settings.decode_batch_size,
-            batch_format="numpy",
-        )
-        counter = ray.remote(num_cpus=0)(_Counter).remote()
-        for j, r in enumerate(runs):
-            ds = ds.map_batches(
-                Predictor,
-                fn_constructor_kwargs={
-                    "spec": r.spec, "prep": r.prep, "column": column_of[r.prep.resize_key()], "out": f"m{j}",
-                    "k": settings.k, "todo": frozenset(k for k in todo if k not in r.done),
-                    "settings": {"precision": settings.precision, "channels_last": settings.channels_last,
-                                 "compile": settings.compile, "cpu_threads": hw["cpu_threads"]},
-                    "counter": counter,
-                },  # fmt: skip
-                batch_size=hw["batch_size"],
-                batch_format="numpy",
-                compute=ray.data.ActorPoolStrategy(size=hw["actors"]),
-                num_gpus=1 if gpus else 0,
-                num_cpus=0 if gpus else hw["cpus_per_actor"],
-            )
-        keep = ["shard_key", "image_id", "path", "stage", "error"] + [f"m{j}_{x}" for j in range(len(runs)) for x in ("idx", "prob")]
-        ds = ds.select_columns(keep)
-
-        tasks, totals = {}, {}
-        if progress is not None:
-            for name in plans:
-                totals[name] = result.images_processed[name]
-                if totals[name]:
-                    tasks[name] = progress.add_task(f"{name}: written to the store", total=totals[name])
-            for j, r in enumerate(runs):
-                totals[f"m{j}"] = sum(len(shards[k][1]) for k in todo if k not in r.done)
-                tasks[f"m{j}"] = progress.add_task(f"{r.spec.name}", total=totals[f"m{j}"])
-        left = {name: sum(1 for k in todo if shards[k][0] == name) for name in plans}
-        pending: dict[str, list[dict]] = {}
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            written: dict[str, int] = {}
-            for key in np.unique(batch["shard_key"]):
-                key = str(key)
-                sel = batch["shard_key"] == key
-                pending.setdefault(key, []).append({k: v[sel] for k, v in batch.items()})
-                name, shard = shards[key]
-                written[name] = written.get(name, 0) + int(sel.sum())
-                if sum(len(p["image_id"]) for p in pending[key]) == len(shard):
-                    _finish_shard(name, shard, key, pending.pop(key), runs, pred_root, err_root)
-                    left[name] -= 1
-                    if not left[name]:
-                        finished_at[name] = time.perf_counter() - start
-            if progress is not None:
-                _update_progress(progress, tasks, counter, written)
-        if progress is not None:  # the pipeline has drained: every model finished all its rows
-            for key, t in tasks.items():
-                progress.update(t, completed=totals[key])
-        rates = ray.get(counter.rates.remote())
-        result.steady_images_per_second = {r.spec.name: rates[f"m{j}"] for j, r in enumerate(runs) if f"m{j}" in rates}
-        if pending:
-            raise MlrayError(f"shards {sorted(pending)} came back incomplete")
+    result.images_processed = {name: 0 for name in plans}
+    todo_all: set[str] = set()
+    n = hw["models_per_pass"]
+    passes = [runs[i : i + n] for i in range(0, len(runs), n)]
+    for i, pass_runs in enumerate(passes):
+        todo = [key for key in shards if any(key not in r.done for r in pass_runs)]
+        todo_all.update(todo)
+        for key in todo:
+            result.images_processed[shards[key][0]] += len(shards[key][1])
+        if todo:
+            label = f" (models {i * n + 1}-{i * n + len(pass_runs)} of {len(runs)})" if len(passes) > 1 else ""
+            _stream(ray, pass_runs, shards, todo, plans, settings, hw, gpus, progress, label, pred_root, err_root, finished_at, start)
 
     result.total_seconds = time.perf_counter() - start
+    result.steady_images_per_second = {r.spec.name: r.steady for r in runs if r.steady is not None}
     for name, plan in plans.items():
         result.seconds[name] = finished_at.get(name, 0.0)
         for r in runs:
@@ -357,7 +315,7 @@ def run_inference(config: RunConfig, out_dir: str | os.PathLike, progress=None) 
         n_todo = result.images_processed[name]
         manifest["datasets"][name] = {
             "images": plan.n_images, "shards": len(plan.shards),
-            "shards_processed": sum(1 for k in todo if shards[k][0] == name), "images_processed": n_todo,
+            "shards_processed": sum(1 for k in todo_all if shards[k][0] == name), "images_processed": n_todo,
             "finished_after_s": round(result.seconds[name], 3), "skipped_non_image": plan.n_skipped_non_image,
         }  # fmt: skip
     for r in runs:
@@ -378,6 +336,76 @@ def run_inference(config: RunConfig, out_dir: str | os.PathLike, progress=None) 
         (d, m), c = bad[0]
         raise MlrayError(f"{d} / {m}: {c['images']:,} images in but {c['predictions']:,} predictions + {c['errors']:,} errors")
     return result
+
+
+def _stream(ray, runs, shards, todo, plans, settings, hw, gpus, progress, label, pred_root, err_root, finished_at, start) -> None:
+    """One pass: the ``todo`` shards of every dataset through read -> decode -> one actor pool per model of
+    ``runs`` -> the store (a shard's parts are written as soon as all its rows are back)."""
+    distinct = {r.prep.resize_key(): r.prep for r in runs}  # one resize/crop per distinct key, shared
+    column_of = {key: f"img{j}" for j, key in enumerate(distinct)}
+    items = [(key, shards[key][1]) for key in todo]
+    ds = ray.data.from_items([{"shard": i} for i in range(len(items))], override_num_blocks=len(items))
+    ds = ds.flat_map(_read_rows, fn_kwargs={"shards": items})
+    ds = ds.map_batches(
+        _decode_batch,
+        fn_kwargs={"preps": list(distinct.values()), "max_pixels": settings.max_pixels},
+        batch_size=settings.decode_batch_size,
+        batch_format="numpy",
+    )
+    counter = ray.remote(num_cpus=0)(_Counter).remote()
+    for j, r in enumerate(runs):
+        ds = ds.map_batches(
+            Predictor,
+            fn_constructor_kwargs={
+                "spec": r.spec, "prep": r.prep, "column": column_of[r.prep.resize_key()], "out": f"m{j}",
+                "k": settings.k, "todo": frozenset(k for k in todo if k not in r.done),
+                "settings": {"precision": settings.precision, "channels_last": settings.channels_last,
+                             "compile": settings.compile, "cpu_threads": hw["cpu_threads"]},
+                "counter": counter,
+            },  # fmt: skip
+            batch_size=hw["batch_size"],
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=hw["actors"]),
+            num_gpus=1 if gpus else 0,
+            num_cpus=0 if gpus else hw["cpus_per_actor"],
+        )
+    keep = ["shard_key", "image_id", "path", "stage", "error"] + [f"m{j}_{x}" for j in range(len(runs)) for x in ("idx", "prob")]
+    ds = ds.select_columns(keep)
+
+    tasks, totals = {}, {}
+    if progress is not None:
+        for name in plans:
+            totals[name] = sum(len(shards[k][1]) for k in todo if shards[k][0] == name)
+            if totals[name]:
+                tasks[name] = progress.add_task(f"{name}: written to the store{label}", total=totals[name])
+        for j, r in enumerate(runs):
+            totals[f"m{j}"] = sum(len(shards[k][1]) for k in todo if k not in r.done)
+            tasks[f"m{j}"] = progress.add_task(f"{r.spec.name}", total=totals[f"m{j}"])
+    left = {name: sum(1 for k in todo if shards[k][0] == name) for name in plans}
+    pending: dict[str, list[dict]] = {}
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        written: dict[str, int] = {}
+        for key in np.unique(batch["shard_key"]):
+            key = str(key)
+            sel = batch["shard_key"] == key
+            pending.setdefault(key, []).append({k: v[sel] for k, v in batch.items()})
+            name, shard = shards[key]
+            written[name] = written.get(name, 0) + int(sel.sum())
+            if sum(len(p["image_id"]) for p in pending[key]) == len(shard):
+                _finish_shard(name, shard, key, pending.pop(key), runs, pred_root, err_root)
+                left[name] -= 1
+                if not left[name]:
+                    finished_at[name] = time.perf_counter() - start
+        if progress is not None:
+            _update_progress(progress, tasks, counter, written)
+    if progress is not None:  # the pipeline has drained: every model finished all its rows
+        for key, t in tasks.items():
+            progress.update(t, completed=totals[key])
+    rates = ray.get(counter.rates.remote())
+    for j, r in enumerate(runs):
+        r.steady = rates.get(f"m{j}")
+    if pending:
+        raise MlrayError(f"shards {sorted(pending)} came back incomplete")
 
 
 def _update_progress(progress, tasks: dict, counter, written: dict[str, int]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -270,3 +271,37 @@ def test_a_run_killed_midway_resumes_without_duplicates_and_gives_the_same_resul
     for key, (idx, prob) in clean.items():
         assert resumed[key][0] == idx, key
         np.testing.assert_allclose(resumed[key][1], prob, rtol=1e-5, atol=1e-7)
+
+
+def test_hardware_defaults_never_ask_for_more_gpus_than_the_cluster_has():
+    from mlray.config import InferenceConfig
+    from mlray.inference import _defaults
+
+    # 4 GPUs, 926 models: one actor per GPU per model -> one model per pass (4 GPUs busy), batch 256
+    hw = _defaults(InferenceConfig(), gpus=4, cpus=32, n_models=926)
+    assert (hw["actors"], hw["models_per_pass"], hw["batch_size"], hw["cpu_threads"]) == (4, 1, 256, None)
+    # 8 GPUs, 2 actors per model -> 4 models per pass (8 GPUs)
+    assert _defaults(InferenceConfig(actors_per_model=2), gpus=8, cpus=64, n_models=926)["models_per_pass"] == 4
+    # CPU: up to 8 models per pass sharing what is left after one CPU for decoding, one torch thread each here
+    hw = _defaults(InferenceConfig(), gpus=0, cpus=2, n_models=3)
+    assert (hw["actors"], hw["models_per_pass"], hw["cpu_threads"], hw["batch_size"]) == (1, 3, 1, 32)
+    assert hw["cpus_per_actor"] == pytest.approx((2 - 1) / 3)
+    assert _defaults(InferenceConfig(models_per_pass=2), gpus=0, cpus=9, n_models=5)["cpus_per_actor"] == 4.0  # (9 - 1) / 2
+
+
+@pytest.mark.integration
+@pytest.mark.ray
+def test_models_in_passes_give_the_same_store_as_one_pass(ray_cluster, tmp_path):
+    copy_photos(tmp_path / "imgs", 4)
+    models = [("tf_efficientnet_lite0", "pypi"), ("mobilenetv3_small_050", "none")]
+    one = write_config(tmp_path, tmp_path / "imgs", models, shard_size=2, labels=False, extra="inference: {device: cpu}\n")
+    two = write_config(tmp_path, tmp_path / "imgs", models, shard_size=2, labels=False, name="two.yaml",
+                       extra="inference: {models_per_pass: 1}\n")  # fmt: skip
+    a = run_inference(one, tmp_path / "a")
+    b = run_inference(two, tmp_path / "b")
+    assert a.images_processed["photos"] == 4 and b.images_processed["photos"] == 8  # each pass reads the images
+    assert json.loads(b.manifest.read_text())["settings"]["models_per_pass"] == 1
+    got_a, got_b = stored_topk(tmp_path / "a"), stored_topk(tmp_path / "b")
+    assert got_a.keys() == got_b.keys() and len(got_a) == 8
+    for key, (idx, _) in got_a.items():
+        assert got_b[key][0] == idx, key
