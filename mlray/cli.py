@@ -231,7 +231,7 @@ def evaluate(
     address: AddressOpt = None,
     num_cpus: CpusOpt = None,
 ) -> None:
-    """Inference (reusing stored predictions), then statistics and scores, into one report directory."""
+    """Inference (reusing stored predictions), then statistics, scores and the dashboard page, into one directory."""
     from . import cluster
     from .config import load_config
     from .metrics import MetricParams
@@ -239,7 +239,10 @@ def evaluate(
     cfg = load_config(config)
     cluster.connect(address, num_cpus)
     result = _run_evaluate(cfg, out, MetricParams(n_boot=n_boot))
-    console.print(f"predictions in [bold]{out / 'predictions'}[/], errors in {out / 'errors'}, reports in [bold]{result.reports}[/]")
+    console.print(
+        f"predictions in [bold]{out / 'predictions'}[/], errors in {out / 'errors'}, reports in [bold]{result.reports}[/]"
+        + (f", dashboard [bold]{result.dashboard}[/]" if result.dashboard else "")
+    )
 
 
 @app.command()
