@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
             seconds = inf.seconds.get(dataset, 0.0)
             done = inf.images_processed.get(dataset, 0)
             print(f"{dataset}: {n_images:,} images x {len(counts)} models = {n_pred:,} predictions + {n_err:,} errors; "
-                  (f"{done:,} images inferred, done {seconds:.1f} s into the run" if done else "all reused from the store"), flush=True)  # fmt: skip
+                  + (f"{done:,} images inferred, done {seconds:.1f} s into the run" if done else "all reused from the store"), flush=True)  # fmt: skip
         for line in stats_lines(result.stats):
             print(line)
         for line in headline_table(result.scores.frames["model_metrics"], limit=args.show):
