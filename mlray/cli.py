@@ -226,7 +226,7 @@ def score(
 @app.command()
 def evaluate(
     config: Annotated[Path, typer.Argument(help="Run config with datasets (images + layout + labels) and models.")],
-    out: OutOpt = Path("mlray-out/evaluate"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory: predictions/, errors/, run_manifest.json, reports/ (created if missing; re-runs resume).")] = Path("mlray-out/evaluate"),
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the CIs (0 = none).")] = 1000,
     address: AddressOpt = None,
     num_cpus: CpusOpt = None,
