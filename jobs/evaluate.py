@@ -46,7 +46,9 @@ def main(argv: list[str] | None = None) -> None:
 
     cfg = load_config(args.config)  # a bad config fails here, before joining the cluster
     connect(args.address)
-    with destination(args.out, args.scratch, pull=STORE, keep_on_failure=STORE) as dest, gpus_requested(args.gpus, args.gpu_wait):
+    # only the config's datasets: the same --out may hold other datasets' predictions from earlier runs
+    pull = tuple(f"{root}/dataset={d.name}" for d in cfg.datasets if d.images is not None for root in STORE)
+    with destination(args.out, args.scratch, pull=pull, keep_on_failure=STORE) as dest, gpus_requested(args.gpus, args.gpu_wait):
         result = evaluate(cfg, dest.local, MetricParams(n_boot=args.n_boot), progress=LogProgress())
         inf = result.inference
         for dataset in [d.name for d in cfg.datasets if d.images is not None]:

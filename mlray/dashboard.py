@@ -1166,9 +1166,18 @@ def build_dashboard(reports_dir: str | os.PathLike, out_html: str | os.PathLike 
     """
     reports = load_reports(reports_dir)
     out = Path(out_html) if out_html is not None else Path(reports_dir) / DASHBOARD_FILE
+    if out.is_dir():  # a folder given as --out: the page goes inside it
+        out = out / DASHBOARD_FILE
     text = render_page(reports)
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".tmp-{out.name}-{os.getpid()}"
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, out)
+    except OSError as exc:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass  # the folder itself is not there
+        raise MlrayError(f"{out}: cannot write the dashboard ({exc.strerror or exc})") from None
     return out

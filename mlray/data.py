@@ -818,6 +818,12 @@ def read_shard(shard: Shard) -> Iterator[ShardItem]:
         yield image_id, data, err
 
 
+def read_shard_sources(shard: Shard) -> Iterator[tuple[str, str, bytes | None, ImageError | None]]:
+    """:func:`read_shard` with where each image came from: ``(image_id, where, bytes, error)``, where ``where``
+    names the file, Parquet row or tar member that was actually read (tar order is not plan order)."""
+    return _iter_shard(shard)
+
+
 def _iter_shard(shard: Shard) -> Iterator[tuple[str, str, bytes | None, ImageError | None]]:
     fs = _filesystem(shard.filesystem)
     if shard.kind == "files":
@@ -1086,8 +1092,9 @@ def write_parquet_shards(
     Columns: ``image_id`` (string), ``image`` (binary: the original file bytes, never re-encoded), ``label``
     (int16, -1 = unknown) and ``labels`` (list<int16>, null = unknown), both from ``plan.labels``. Images are
     written in plan order (sorted by id for file layouts). Images that cannot be READ (missing, unreadable,
-    empty) are not dropped: they go to ``errors.parquet`` (image_id, path, stage, error), always written, maybe
-    empty. Images are not decoded here (decode failures surface at inference, as for any other layout).
+    empty) are not dropped: they are written with a null ``image`` (so a run over the shards still holds every
+    source image and reports them as read errors) and listed in ``errors.parquet`` (image_id, path, stage,
+    error), always written, maybe empty. ``n_images`` counts the images written with their bytes. Images are not decoded here (decode failures surface at inference, as for any other layout).
     The output (a local folder or a URI) must not hold shard files already unless ``overwrite``. Each file is
     written atomically on local disks (a hidden temporary name, then a rename). The result reads back with
     layout ``parquet-shards`` and is a list of the shard paths with ``n_images``, ``n_errors``, ``errors_path``.
@@ -1139,12 +1146,13 @@ def write_parquet_shards(
                 if err is not None or data is None:
                     err = err or ImageError("read", "no data")
                     errors.append((image_id, where, err.stage, err.reason))
-                    continue
+                    data = None  # kept as a row with a null image: evaluating the shards reports it as an error
+                else:
+                    n_images += 1
                 if part is None:
                     part = _AtomicParquet(root, f"part-{len(written):05d}.parquet", SHARD_SCHEMA, _SHARD_COMPRESSION)
                 rows.append((image_id, data))
                 in_part += 1
-                n_images += 1
                 if len(rows) >= row_group_size:
                     flush()
                 if in_part >= shard_size:

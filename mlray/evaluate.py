@@ -48,6 +48,6 @@ def evaluate(
     inference = run_inference(config, out, progress)
     reports = out / "reports"
     stats = stats_report(config, reports)
-    scores = score_report(config, [out / "predictions"], reports, params or MetricParams())
+    scores = score_report(config, [out / "predictions"], reports, params or MetricParams(), only_config_datasets=True)
     dashboard = build_dashboard(reports)
     return EvaluateResult(out, reports, inference, stats, scores, time.perf_counter() - start, dashboard)

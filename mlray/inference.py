@@ -7,10 +7,13 @@ and the driver writes each finished shard into the resumable Parquet prediction 
               each normalizes on its device, runs the model (bf16 autocast + channels_last on GPU), keeps top-K
         ──► driver: rows of a shard complete ──► predictions/…/part-<shard>.parquet (+ errors/…/part-<shard>)
 
-Store layout under ``OUT``: ``predictions/dataset=<d>/model=<m>/part-<shard>.parquet`` (mlray.predictions) and
-``errors/dataset=<d>/model=<m>/part-<shard>.parquet`` (``dataset, model, image_id, path, stage, error``), each part
+Store layout under ``OUT``: ``predictions/dataset=<d>/model=<m>/part-<shard>-<digest>.parquet`` (mlray.predictions)
+and ``errors/dataset=<d>/model=<m>/part-<shard>-<digest>.parquet`` (``dataset, model, image_id, path, stage, error``), each part
 written atomically; the errors part is written first, so a predictions part marks the shard as finished for
-that model. Resume: a re-run plans the same shards and processes only shards that some model has not finished;
+that model. The digest is of the shard's image ids (:func:`shard_tag`): a part is reused only for the images it
+was written for, and parts of shards the plan no longer has (the images or shard_size changed) stop the run
+with a clear error instead of mixing two plans. Resume: a re-run plans the same shards and processes only shards
+that some model has not finished;
 a model's actors skip the rows of shards it already has. Never a duplicate row: a shard is written whole or not
 at all. At the end every (dataset, model) is reconciled: images in = predictions + errors.
 
@@ -31,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .config import InferenceConfig, ModelConfig, RunConfig, plan_images
-from .data import ImageError, decode_image, read_shard
+from .data import ImageError, decode_image, read_shard_sources
 from .errors import MlrayError
 from .io import write_parquet_atomic
 from .models import ModelSpec, Preprocessing, build_model, expand_model_names, model_info, normalize, preprocess_uint8, resolve_preprocessing
@@ -74,7 +77,7 @@ def model_specs(models: list[ModelConfig], base_dir: Path | None) -> list[ModelS
 def _read_rows(row: dict, shards) -> list[dict]:
     key, shard = shards[row["shard"]]
     out = []
-    for (image_id, data, err), where in zip(read_shard(shard), (s for _, s in shard.items)):
+    for image_id, where, data, err in read_shard_sources(shard):
         out.append(
             {
                 "shard_key": key,
@@ -228,7 +231,13 @@ def _defaults(settings: InferenceConfig, gpus: float, cpus: float, n_models: int
     actors = settings.actors_per_model or (max(1, int(gpus)) if gpus else 1)
     per_pass = settings.models_per_pass or (max(1, int(gpus) // actors) if gpus else 8)
     per_pass = min(per_pass, n_models)
-    cpus_per_actor = settings.cpus_per_actor or (1.0 if gpus else max(0.25, (cpus - 1.0) / (per_pass * actors)))
+    if gpus and settings.device == "auto" and actors * per_pass > gpus:
+        raise MlrayError(
+            f"inference: {per_pass} models per pass x {actors} actors per model need {actors * per_pass} GPUs at once, "
+            f"but the cluster has {gpus:g} (lower models_per_pass / actors_per_model, or set device: gpu to let "
+            "an autoscaler add GPU nodes)"
+        )
+    cpus_per_actor = settings.cpus_per_actor or (0.0 if gpus else max(0.25, (cpus - 1.0) / (per_pass * actors)))
     return {
         "batch_size": settings.batch_size or (256 if gpus else 32),
         "actors": actors,
@@ -282,14 +291,18 @@ def run_inference(config: RunConfig, out_dir: str | os.PathLike, progress=None) 
 
     # plan every dataset; a shard is to do when some model has no part for it yet
     plans = {d.name: plan_images(config, d) for d in config.datasets if d.images is not None}
-    shards: dict[str, tuple[str, object]] = {}  # key -> (dataset, Shard), in dataset then shard order
+    shards: dict[str, tuple[str, object]] = {}  # key "<dataset>/<tag>" -> (dataset, Shard), in plan order
     for name, plan in plans.items():
         for shard in plan.shards:
-            shards[f"{name}/{shard.shard_id}"] = (name, shard)
+            shards[f"{name}/{shard_tag(shard)}"] = (name, shard)
     for r in runs:
         for name in plans:
-            stored = partition_dir(pred_root, name, r.spec.name).glob("part-*.parquet")
-            r.done |= {f"{name}/{p.stem[len('part-'):]}" for p in stored} & set(shards)
+            planned = {k.split("/", 1)[1] for k, (d, _) in shards.items() if d == name}
+            for root in (err_root, pred_root):
+                folder = partition_dir(root, name, r.spec.name)
+                stored = {p.stem[len("part-"):] for p in folder.glob("part-*.parquet")}
+                _refuse_stale_parts(folder, stored - planned)
+            r.done |= {f"{name}/{tag}" for tag in stored}  # prediction parts: the finished shards
     finished_at: dict[str, float] = {}
     result.images_processed = {name: 0 for name in plans}
     todo_all: set[str] = set()
@@ -367,7 +380,7 @@ def _stream(ray, runs, shards, todo, plans, settings, hw, gpus, progress, label,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=hw["actors"]),
             num_gpus=1 if gpus else 0,
-            num_cpus=0 if gpus else hw["cpus_per_actor"],
+            num_cpus=hw["cpus_per_actor"],  # GPU actors: 0 unless set (decoding has the CPUs)
         )
     keep = ["shard_key", "image_id", "path", "stage", "error"] + [f"m{j}_{x}" for j in range(len(runs)) for x in ("idx", "prob")]
     ds = ds.select_columns(keep)
@@ -418,6 +431,23 @@ def _update_progress(progress, tasks: dict, counter, written: dict[str, int]) ->
         progress.update(tasks[key], completed=n)
 
 
+def shard_tag(shard) -> str:
+    """A shard's name in the store: its id plus a digest of the image ids it holds (``s00003-1f0c9a2e``), so a
+    part is reused only for the very images it was written for."""
+    import hashlib
+
+    return f"{shard.shard_id}-{hashlib.sha1(chr(10).join(shard.image_ids).encode()).hexdigest()[:8]}"
+
+
+def _refuse_stale_parts(folder: Path, stale: set[str]) -> None:
+    if stale:
+        shown = ", ".join(f"part-{t}.parquet" for t in sorted(stale)[:3]) + (", ..." if len(stale) > 3 else "")
+        raise MlrayError(
+            f"{folder}: holds {len(stale)} part(s) of shards this run does not plan ({shown}): the images or the "
+            "shard_size changed since they were written. Use a new --out, or delete that folder to redo it"
+        )
+
+
 def _finish_shard(dataset: str, shard, key: str, parts: list[dict], runs: list[ModelRun], pred_root: Path, err_root: Path) -> None:
     """Write one finished shard for every model that lacks it: its errors part first, then its predictions part."""
     rows = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
@@ -437,10 +467,10 @@ def _finish_shard(dataset: str, shard, key: str, parts: list[dict], runs: list[M
             },
             schema=ERRORS_SCHEMA,
         )
-        write_parquet_atomic(errs, _errors_part(err_root, dataset, name, shard.shard_id))
+        write_parquet_atomic(errs, _errors_part(err_root, dataset, name, key.split("/", 1)[1]))
         ok = ~failed
         table = predictions_table(
             dataset, name, rows["image_id"][ok].astype(str).tolist(), rows[f"m{j}_idx"][ok], rows[f"m{j}_prob"][ok]
         )
-        write_partition(pred_root, dataset, name, table, shard=shard.shard_id)
+        write_partition(pred_root, dataset, name, table, shard=key.split("/", 1)[1])
         r.done.add(key)

@@ -226,6 +226,7 @@ def score_report(
     model: str | None = None,
     models_per_task: int = 16,
     ship_predictions: bool | None = None,
+    only_config_datasets: bool = False,
 ) -> ScoreResult:
     """Score stored predictions against the config's datasets and write the score reports.
 
@@ -233,6 +234,9 @@ def score_report(
     models; 1 = one task per (model, dataset)), and one per (model, ordered pair of datasets) for the
     decomposition. A pair where only A has the model's predictions still reports ``value_a`` and
     ``a_standardized_to_b`` (B's labels give its label-count mix).
+
+    Predictions for a dataset the config does not have are an error, unless ``only_config_datasets`` (what
+    ``evaluate`` uses: its output store may hold the datasets of earlier runs), which leaves them out.
 
     Prediction-store files are read inside the tasks on a single-node cluster; on a multi-node cluster
     (``ship_predictions=None`` = decide by the number of alive nodes) the driver reads them and ships the tables
@@ -246,6 +250,9 @@ def score_report(
     params = params or MetricParams()
     start = time.perf_counter()
     units = collect_predictions(prediction_paths, dataset, model)
+    if only_config_datasets:  # a shared store may hold other datasets (earlier runs): score the config's only
+        names = {d.name for d in config.datasets}
+        units = [u for u in units if u.dataset in names]
     if ship_predictions is None:  # store files live on this node; other nodes' tasks cannot read them
         ship_predictions = sum(1 for n in ray.nodes() if n.get("Alive")) > 1
     if ship_predictions:

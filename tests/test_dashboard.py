@@ -251,6 +251,17 @@ def test_cli_dashboard(hand_reports, tmp_path, capsys):
     assert "<script src" not in text and "<link" not in text and "<img" not in text  # self-contained
     assert text.count(get_plotlyjs()) == 1  # plotly.js inlined, once
 
+    # --out naming an existing folder puts the page inside it; an unwritable target is one line, no temp file left
+    folder = tmp_path / "pages"
+    folder.mkdir()
+    assert main(["dashboard", str(hand_reports), "--out", str(folder)]) == 0
+    assert sorted(p.name for p in folder.iterdir()) == ["dashboard.html"]
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    capsys.readouterr()
+    assert main(["dashboard", str(hand_reports), "--out", str(blocker / "d.html")]) == 2
+    assert capsys.readouterr().err.startswith("mlray: error: ") and sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp")) == []
+
 
 # --------------------------------------------------------------------------------------------------------------
 # A real report directory: synthetic predictions scored by mlray's own Ray jobs, plus timm's published results

@@ -547,9 +547,12 @@ def test_write_parquet_shards_round_trip(tmp_path):
     out = tmp_path / "out"
     written = write_parquet_shards(plan, out, shard_size=2)
     assert isinstance(written, list)
-    assert [Path(p).name for p in written] == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    # 7 rows in id order (empty, gone, im0..im4): the 2 unreadable ones stay in, with a null image
+    parts = [f"part-{i:05d}.parquet" for i in range(4)]
+    assert [Path(p).name for p in written] == parts
     assert (written.n_images, written.n_errors) == (5, 2)
-    assert sorted(os.listdir(out)) == [ERRORS_FILE, "part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    assert sorted(os.listdir(out)) == [ERRORS_FILE, *parts]
+    assert pq.read_table(out / "part-00000.parquet").column("image").to_pylist() == [None, None]
     table = pq.read_table(out / "part-00000.parquet")
     assert table.schema.field("image").type == pa.binary()
     assert table.schema.field("label").type == pa.int16()
@@ -561,14 +564,16 @@ def test_write_parquet_shards_round_trip(tmp_path):
     ]
 
     back = plan_shards(out, "parquet-shards", shard_size=1000)
-    assert back.image_ids == [f"im{i}" for i in range(5)]
-    assert [len(s) for s in back.shards] == [2, 2, 1]
+    assert back.image_ids == ["empty", "gone"] + [f"im{i}" for i in range(5)]  # every source image
+    assert [len(s) for s in back.shards] == [2, 2, 2, 1]
     assert back.n_skipped_non_image == 1  # errors.parquet
-    assert read_all(back) == {k: (v, None) for k, v in blobs.items()}  # original bytes, not re-encoded
-    assert labels_by_id(back) == {f"im{i}": i for i in range(5)}
-    assert labels_by_id(back, "valid") == {f"im{i}": [i, i + 10] for i in range(5)}
+    got = read_all(back)
+    assert {k: v for k, v in got.items() if k.startswith("im")} == {k: (v, None) for k, v in blobs.items()}  # original bytes
+    assert [(got[k][0], got[k][1].stage) for k in ("empty", "gone")] == [(None, "read"), (None, "read")]
+    assert labels_by_id(back) == {"empty": -1, "gone": 9, **{f"im{i}": i for i in range(5)}}
+    assert labels_by_id(back, "valid") == {"empty": [], "gone": [9], **{f"im{i}": [i, i + 10] for i in range(5)}}
 
-    with pytest.raises(MlrayError, match=r"already holds 4 shard file\(s\).*pass overwrite"):
+    with pytest.raises(MlrayError, match=r"already holds 5 shard file\(s\).*pass overwrite"):
         write_parquet_shards(plan, out, shard_size=2)
     with pytest.raises(MlrayError, match=r"out: is where the images are read from"):
         write_parquet_shards(back, out, overwrite=True)  # would delete its own input

@@ -3,7 +3,6 @@ the built sets, the Parquet reports and their key figures, the printed summary, 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pandas as pd
@@ -51,8 +50,7 @@ def test_demo_end_to_end_small(ray_cluster, tmp_path, capsys):
     reports = out / "reports"
     for name in (*STATS_REPORTS, *SCORE_REPORTS):
         assert (reports / f"{name}.parquet").is_file(), name
-    if importlib.util.find_spec("mlray.dashboard") is not None:
-        assert (reports / "dashboard.html").is_file()
+    assert (reports / "dashboard.html").is_file()
 
     # the built sets: exactly the label sets DEMO_OBJECTS and multi_grids() imply
     expected = expected_label_sets(small=True)

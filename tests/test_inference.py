@@ -16,6 +16,7 @@ from PIL import Image
 
 from conftest import shared
 from mlray.config import load_config
+from mlray.errors import MlrayError
 from mlray.inference import run_inference
 from mlray.models import ModelSpec, build_model, resolve_preprocessing
 from mlray.predictions import read_predictions, softmax, topk_from_scores
@@ -101,7 +102,7 @@ def test_top20_equals_a_plain_timm_loop_and_resume_redoes_only_missing_shards(ra
     assert sum(top1) == 63 and (sum(real_top1), len(real_top1)) == (69, 84)  # 70.79 % and 82.14 %
 
     # resume: lose one shard (as a run killed before writing it would) -> only that shard is redone
-    part = next((out / "predictions").rglob("part-s00001.parquet"))
+    part = next((out / "predictions").rglob("part-s00001-*.parquet"))
     part.unlink()
     again = run_inference(cfg, out)
     assert again.images_processed["photos"] == 30
@@ -138,6 +139,11 @@ def test_bad_images_go_to_the_errors_table_and_counts_reconcile(ray_cluster, tmp
     # two models with different preprocessing shared one read + decode: both have the same 3 images
     preds = read_predictions(out / "predictions").to_pandas()
     assert sorted(preds.groupby("model").size().tolist()) == [3, 3]
+
+    # the same --out with another shard_size would mix two plans: refused, naming the folder and a stale part
+    cfg3 = write_config(tmp_path, folder, [("tf_efficientnet_lite0", "pypi")], shard_size=3, labels=False, name="three.yaml")
+    with pytest.raises(MlrayError, match=r"dataset=photos/model=tf_efficientnet_lite0: holds 2 part\(s\) of shards this run does not plan \(part-s00000-[0-9a-f]{8}\.parquet, part-s00001-[0-9a-f]{8}\.parquet\): the images or the shard_size changed"):
+        run_inference(cfg3, out)
 
 
 def make_webdataset(tar_path, files, original):
@@ -197,6 +203,17 @@ def test_mlray_shard_then_parquet_shards_and_webdataset_inputs_give_the_same_pre
             idx, prob = got[(name, "tf_efficientnet_lite0", f.stem)]
             assert idx == ref_idx, (name, f.name)
             np.testing.assert_array_equal(prob, ref_prob)
+
+    # evaluate with a config that has only one of the three datasets, into the same store: it reuses the store
+    # and scores that dataset alone (the other datasets' predictions stay, untouched)
+    from mlray.evaluate import evaluate
+    from mlray.metrics import MetricParams
+
+    only = evaluate(write_config(tmp_path, tmp_path / "flat", [("tf_efficientnet_lite0", "pypi")], name="only.yaml"),
+                    tmp_path / "out", MetricParams(n_boot=0))  # fmt: skip
+    assert only.inference.images_processed == {"photos": 0}
+    assert set(pd.read_parquet(only.reports / "model_metrics.parquet")["dataset"]) == {"photos"}
+    assert len(stored_topk(tmp_path / "out")) == 30
 
 
 def _kill_leftovers(ray_tmp):
@@ -282,6 +299,12 @@ def test_hardware_defaults_never_ask_for_more_gpus_than_the_cluster_has():
     assert (hw["actors"], hw["models_per_pass"], hw["batch_size"], hw["cpu_threads"]) == (4, 1, 256, None)
     # 8 GPUs, 2 actors per model -> 4 models per pass (8 GPUs)
     assert _defaults(InferenceConfig(actors_per_model=2), gpus=8, cpus=64, n_models=926)["models_per_pass"] == 4
+    assert _defaults(InferenceConfig(), gpus=4, cpus=32, n_models=2)["cpus_per_actor"] == 0.0  # decoding has the CPUs
+    # a user setting that needs more GPUs at once than exist would wait forever: refused with the arithmetic
+    with pytest.raises(MlrayError, match=r"8 models per pass x 4 actors per model need 32 GPUs at once, but the cluster has 4"):
+        _defaults(InferenceConfig(models_per_pass=8), gpus=4, cpus=32, n_models=926)
+    # device: gpu (an autoscaling cluster) may ask for more than is there now
+    assert _defaults(InferenceConfig(device="gpu", actors_per_model=8), gpus=1, cpus=8, n_models=3)["actors"] == 8
     # CPU: up to 8 models per pass sharing what is left after one CPU for decoding, one torch thread each here
     hw = _defaults(InferenceConfig(), gpus=0, cpus=2, n_models=3)
     assert (hw["actors"], hw["models_per_pass"], hw["cpu_threads"], hw["batch_size"]) == (1, 3, 1, 32)
@@ -305,3 +328,23 @@ def test_models_in_passes_give_the_same_store_as_one_pass(ray_cluster, tmp_path)
     assert got_a.keys() == got_b.keys() and len(got_a) == 8
     for key, (idx, _) in got_a.items():
         assert got_b[key][0] == idx, key
+
+
+def test_error_rows_name_the_tar_member_that_was_read(tmp_path):
+    """Tar members come in tar order, not plan order: each row's path is the member actually read."""
+    import io
+    import tarfile
+
+    from mlray.data import plan_shards
+    from mlray.inference import _read_rows
+
+    jpeg = (shared("images-ilsvrc2012-val-original") / "ILSVRC2012_val_00000001.JPEG").read_bytes()
+    with tarfile.open(tmp_path / "s.tar", "w") as tar:
+        for name, data in (("a.cls", b"3"), ("b.jpg", b""), ("a.jpg", jpeg)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    plan = plan_shards(tmp_path, "webdataset")
+    rows = {r["image_id"]: r for r in _read_rows({"shard": 0}, [("wds/s00000", plan.shards[0])])}
+    assert rows["b"]["path"].endswith("s.tar:b.jpg") and rows["b"]["error"] == "empty file"
+    assert rows["a"]["path"].endswith("s.tar:a.jpg") and rows["a"]["error"] == "" and rows["a"]["data"] == jpeg
