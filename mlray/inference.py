@@ -153,36 +153,36 @@ class Predictor:
                 logits = self.model(x)
             scores = softmax(logits.float().cpu().numpy().astype(np.float32), axis=1)
             idx[run], prob[run] = topk_from_scores(scores, self.k)
+        mine = np.isin(batch["shard_key"], list(self.todo))
         batch[f"{self.out}_idx"] = idx
         batch[f"{self.out}_prob"] = prob
+        batch[f"{self.out}_t"] = np.where(mine, time.time(), np.nan)  # when this model finished the batch
         if self.counter is not None:
-            self.counter.add.remote(self.out, int(np.isin(batch["shard_key"], list(self.todo)).sum()))  # per-model progress, fire and forget
+            self.counter.add.remote(self.out, int(mine.sum()))  # live per-model progress, fire and forget
         return batch
 
 
 class _Counter:
-    """Images each model's actors have finished, with the time of each batch: per-model progress, and each
-    model's steady-state throughput (a tiny Ray actor, no CPU)."""
+    """Images each model's actors have finished, for live per-model progress (a tiny Ray actor, no CPU; the
+    reports are fire-and-forget, so the figures it shows may trail by a batch)."""
 
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
-        self.marks: dict[str, list[tuple[float, int]]] = {}
 
     def add(self, key: str, n: int) -> None:
         self.counts[key] = self.counts.get(key, 0) + n
-        self.marks.setdefault(key, []).append((time.time(), n))
 
     def get(self) -> dict[str, int]:
         return dict(self.counts)
 
-    def rates(self) -> dict[str, float]:
-        """Images/s after each model's first batch (start-up and model loading excluded)."""
-        out = {}
-        for key, marks in self.marks.items():
-            marks = sorted(marks)
-            if len(marks) >= 2 and marks[-1][0] > marks[0][0]:
-                out[key] = sum(n for _, n in marks[1:]) / (marks[-1][0] - marks[0][0])
-        return out
+
+def steady_rate(marks: dict[float, int]) -> float | None:
+    """Images/s after the first batch, from ``{finish time of a model batch: images in it}`` (start-up and model
+    loading excluded)."""
+    if len(marks) < 2:
+        return None
+    times = sorted(marks)
+    return sum(marks[t] for t in times[1:]) / (times[-1] - times[0]) if times[-1] > times[0] else None
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -382,7 +382,7 @@ def _stream(ray, runs, shards, todo, plans, settings, hw, gpus, progress, label,
             num_gpus=1 if gpus else 0,
             num_cpus=hw["cpus_per_actor"],  # GPU actors: 0 unless set (decoding has the CPUs)
         )
-    keep = ["shard_key", "image_id", "path", "stage", "error"] + [f"m{j}_{x}" for j in range(len(runs)) for x in ("idx", "prob")]
+    keep = ["shard_key", "image_id", "path", "stage", "error"] + [f"m{j}_{x}" for j in range(len(runs)) for x in ("idx", "prob", "t")]
     ds = ds.select_columns(keep)
 
     tasks, totals = {}, {}
@@ -396,7 +396,12 @@ def _stream(ray, runs, shards, todo, plans, settings, hw, gpus, progress, label,
             tasks[f"m{j}"] = progress.add_task(f"{r.spec.name}", total=totals[f"m{j}"])
     left = {name: sum(1 for k in todo if shards[k][0] == name) for name in plans}
     pending: dict[str, list[dict]] = {}
+    marks: list[dict[float, int]] = [{} for _ in runs]  # per model: batch finish time -> images
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        for j, m in enumerate(marks):
+            t = batch[f"m{j}_t"]
+            for value, count in zip(*np.unique(t[~np.isnan(t)], return_counts=True)):
+                m[float(value)] = m.get(float(value), 0) + int(count)
         written: dict[str, int] = {}
         for key in np.unique(batch["shard_key"]):
             key = str(key)
@@ -414,9 +419,8 @@ def _stream(ray, runs, shards, todo, plans, settings, hw, gpus, progress, label,
     if progress is not None:  # the pipeline has drained: every model finished all its rows
         for key, t in tasks.items():
             progress.update(t, completed=totals[key])
-    rates = ray.get(counter.rates.remote())
-    for j, r in enumerate(runs):
-        r.steady = rates.get(f"m{j}")
+    for r, m in zip(runs, marks):
+        r.steady = steady_rate(m)
     if pending:
         raise MlrayError(f"shards {sorted(pending)} came back incomplete")
 

@@ -283,6 +283,9 @@ def test_a_run_killed_midway_resumes_without_duplicates_and_gives_the_same_resul
 
     reference = run_inference(cfg, tmp_path / "reference")
     assert reference.images_processed["photos"] == 40
+    # 10 model batches of 4: a steady rate from the batches after the first, recorded in the manifest too
+    rate = reference.steady_images_per_second["tf_efficientnet_lite0"]
+    assert rate > 0 and json.loads(reference.manifest.read_text())["models"]["tf_efficientnet_lite0"]["steady_images_per_second"] == rate
     resumed, clean = stored_topk(killed), stored_topk(tmp_path / "reference")  # stored_topk asserts no duplicates
     assert resumed.keys() == clean.keys() and len(resumed) == 40
     for key, (idx, prob) in clean.items():
@@ -348,3 +351,10 @@ def test_error_rows_name_the_tar_member_that_was_read(tmp_path):
     rows = {r["image_id"]: r for r in _read_rows({"shard": 0}, [("wds/s00000", plan.shards[0])])}
     assert rows["b"]["path"].endswith("s.tar:b.jpg") and rows["b"]["error"] == "empty file"
     assert rows["a"]["path"].endswith("s.tar:a.jpg") and rows["a"]["error"] == "" and rows["a"]["data"] == jpeg
+
+
+def test_steady_rate_counts_the_images_after_the_first_batch():
+    from mlray.inference import steady_rate
+
+    assert steady_rate({10.0: 4, 11.0: 4, 12.5: 2}) == pytest.approx((4 + 2) / 2.5)
+    assert steady_rate({10.0: 4}) is None and steady_rate({}) is None
