@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from .errors import MlrayError
@@ -274,34 +275,25 @@ def shard(
     )
 
 
-def _rate_progress_class():
-    from rich.progress import Progress
+class _RateProgress(Progress):
+    """rich Progress whose tasks carry a ``rate`` field: images/s since the task's first image."""
 
-    class RateProgress(Progress):
-        """rich Progress whose tasks carry a ``rate`` field: images/s since the task's first image."""
+    def add_task(self, description, **kw):
+        return super().add_task(description, rate="", **kw)
 
-        def add_task(self, description, **kw):
-            return super().add_task(description, rate="", **kw)
+    def update(self, task_id, **kw):
+        super().update(task_id, **kw)
+        task = self._tasks[task_id]
+        if task.completed and task.elapsed:
+            task.fields["rate"] = f"{task.completed / task.elapsed:,.1f} img/s"
 
-        def update(self, task_id, **kw):
-            super().update(task_id, **kw)
-            task = self._tasks[task_id]
-            if task.completed and task.elapsed:
-                task.fields["rate"] = f"{task.completed / task.elapsed:,.1f} img/s"
-
-        def advance(self, task_id, advance=1):
-            self.update(task_id, advance=advance)
-
-    return RateProgress
+    def advance(self, task_id, advance=1):
+        self.update(task_id, advance=advance)
 
 
 def _run_evaluate(cfg, out: Path, params):
     """evaluate() with rich progress, then the counts, timings, statistics and scores printed."""
-    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
-
     from .evaluate import evaluate as run
-
-    _RateProgress = _rate_progress_class()
 
     speed = TextColumn("{task.fields[rate]}")
     with _RateProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), speed, TimeElapsedColumn(),

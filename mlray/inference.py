@@ -145,7 +145,8 @@ class Predictor:
         n = len(batch["image_id"])
         idx = np.full((n, self.k), -1, dtype=np.int16)
         prob = np.full((n, self.k), np.nan, dtype=np.float32)
-        run = np.flatnonzero((np.asarray(batch["error"]) == "") & np.isin(batch["shard_key"], list(self.todo)))
+        mine = np.isin(batch["shard_key"], list(self.todo))  # rows of shards this model has not stored yet
+        run = np.flatnonzero((np.asarray(batch["error"]) == "") & mine)
         if len(run):
             x = torch.from_numpy(np.ascontiguousarray(batch[self.column][run])).to(self.device, non_blocking=True)
             x = normalize(x, self.mean, self.std)
@@ -153,7 +154,6 @@ class Predictor:
                 logits = self.model(x)
             scores = softmax(logits.float().cpu().numpy().astype(np.float32), axis=1)
             idx[run], prob[run] = topk_from_scores(scores, self.k)
-        mine = np.isin(batch["shard_key"], list(self.todo))
         batch[f"{self.out}_idx"] = idx
         batch[f"{self.out}_prob"] = prob
         batch[f"{self.out}_t"] = np.where(mine, time.time(), np.nan)  # when this model finished the batch
@@ -292,17 +292,20 @@ def run_inference(config: RunConfig, out_dir: str | os.PathLike, progress=None) 
     # plan every dataset; a shard is to do when some model has no part for it yet
     plans = {d.name: plan_images(config, d) for d in config.datasets if d.images is not None}
     shards: dict[str, tuple[str, object]] = {}  # key "<dataset>/<tag>" -> (dataset, Shard), in plan order
+    planned: dict[str, set[str]] = {name: set() for name in plans}  # dataset -> tags of its planned shards
     for name, plan in plans.items():
         for shard in plan.shards:
-            shards[f"{name}/{shard_tag(shard)}"] = (name, shard)
+            tag = shard_tag(shard)
+            shards[f"{name}/{tag}"] = (name, shard)
+            planned[name].add(tag)
     for r in runs:
         for name in plans:
-            planned = {k.split("/", 1)[1] for k, (d, _) in shards.items() if d == name}
+            stored = {}
             for root in (err_root, pred_root):
                 folder = partition_dir(root, name, r.spec.name)
-                stored = {p.stem[len("part-"):] for p in folder.glob("part-*.parquet")}
-                _refuse_stale_parts(folder, stored - planned)
-            r.done |= {f"{name}/{tag}" for tag in stored}  # prediction parts: the finished shards
+                stored[root] = {p.stem[len("part-"):] for p in folder.glob("part-*.parquet")}
+                _refuse_stale_parts(folder, stored[root] - planned[name])
+            r.done |= {f"{name}/{tag}" for tag in stored[pred_root]}  # a predictions part = a finished shard
     finished_at: dict[str, float] = {}
     result.images_processed = {name: 0 for name in plans}
     todo_all: set[str] = set()
@@ -365,7 +368,7 @@ def _stream(ray, runs, shards, todo, plans, settings, hw, gpus, progress, label,
         batch_size=settings.decode_batch_size,
         batch_format="numpy",
     )
-    counter = ray.remote(num_cpus=0)(_Counter).remote()
+    counter = ray.remote(num_cpus=0)(_Counter).remote() if progress is not None else None
     for j, r in enumerate(runs):
         ds = ds.map_batches(
             Predictor,
@@ -454,6 +457,7 @@ def _refuse_stale_parts(folder: Path, stale: set[str]) -> None:
 
 def _finish_shard(dataset: str, shard, key: str, parts: list[dict], runs: list[ModelRun], pred_root: Path, err_root: Path) -> None:
     """Write one finished shard for every model that lacks it: its errors part first, then its predictions part."""
+    tag = key.split("/", 1)[1]
     rows = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     failed = rows["error"] != ""
     for j, r in enumerate(runs):
@@ -471,10 +475,10 @@ def _finish_shard(dataset: str, shard, key: str, parts: list[dict], runs: list[M
             },
             schema=ERRORS_SCHEMA,
         )
-        write_parquet_atomic(errs, _errors_part(err_root, dataset, name, key.split("/", 1)[1]))
+        write_parquet_atomic(errs, _errors_part(err_root, dataset, name, tag))
         ok = ~failed
         table = predictions_table(
             dataset, name, rows["image_id"][ok].astype(str).tolist(), rows[f"m{j}_idx"][ok], rows[f"m{j}_prob"][ok]
         )
-        write_partition(pred_root, dataset, name, table, shard=key.split("/", 1)[1])
+        write_partition(pred_root, dataset, name, table, shard=tag)
         r.done.add(key)
