@@ -48,7 +48,7 @@ Choices this project makes (each recorded in the ``params`` JSON next to every v
   needs; the overall value iff every image it is taken on has them; ASMA iff every *used* group is available.
   A top-1-only import (K = 1) therefore gives ``top1``, ``real_top1`` and the variable top-k variants of group
   "1", while ``top5``, ``real_top5`` and the overall variable top-k values are unavailable.
-* **Ties.** Ranks are used as stored. :func:`topk_from_scores` produces them from scores with ties broken by the
+* **Ties.** Ranks are used as stored. :func:`mlray.predictions.topk_from_scores` produces them from scores with ties broken by the
   lower class index.
 * **Bootstrap.** Percentile intervals over images: a resample draws n images with replacement from all n rows of
   the dataset, and each metric is recomputed on the resample restricted to the images it is taken over (a ratio
@@ -71,7 +71,6 @@ import numpy as np
 import pandas as pd
 
 from mlray.errors import MlrayError
-from mlray.predictions import softmax, topk_from_scores  # noqa: F401 - ranks are made by the prediction store
 from mlray.labels import LabelArrays
 
 NUM_CLASSES = 1000

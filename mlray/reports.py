@@ -123,7 +123,6 @@ class PredictionUnit:
 def collect_predictions(paths, dataset: str | None = None, model: str | None = None) -> list[PredictionUnit]:
     """What each path holds: a prediction store (root or partition folder), store Parquet files, or files to
     import (CSV/Parquet with ``image_id`` + ``top1``/``topk``; ``dataset``/``model`` columns or the flags)."""
-    import pyarrow.parquet as pq
     import ray
 
     from .errors import MlrayError

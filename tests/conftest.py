@@ -25,6 +25,17 @@ def shared(*parts: str) -> Path:
     return path
 
 
+def error_of(fn, *args, **kwargs) -> str:
+    """The message of the MlrayError ``fn(*args, **kwargs)`` raises, checked to be one line."""
+    from mlray.errors import MlrayError
+
+    with pytest.raises(MlrayError) as info:
+        fn(*args, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
 @pytest.fixture(scope="session")
 def ray_cluster():
     """One local Ray instance for the whole session (2 CPUs, small object store, scratch temp dir)."""

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlray.errors import MlrayError
+from conftest import error_of
 from mlray.external import (
     COLUMNS,
     gap_summary,
@@ -24,14 +24,6 @@ SHARED = Path(__file__).parents[1].parent / "shared" / "data"
 TIMM = SHARED / "timm-results"
 TESTBED = SHARED / "imagenet-testbed"
 TIMM_HEADER = "model,img_size,top1,top1_err,top5,top5_err,param_count,crop_pct,interpolation\n"
-
-
-def error_of(fn, *args, **kwargs) -> str:
-    with pytest.raises(MlrayError) as info:
-        fn(*args, **kwargs)
-    message = str(info.value)
-    assert "\n" not in message
-    return message
 
 
 def value(df: pd.DataFrame, model: str, dataset: str, img_size=None, metric: str = "top1") -> float:

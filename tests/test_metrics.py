@@ -23,11 +23,10 @@ from mlray.metrics import (
     prepare_dataset,
     score_model,
     score_models,
-    softmax,
     standardized_accuracy,
     subgroup_frame,
-    topk_from_scores,
 )
+from mlray.predictions import softmax, topk_from_scores
 
 NOBOOT = dict(n_boot=0)
 

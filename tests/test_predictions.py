@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mlray import predictions as P
-from mlray.errors import MlrayError
+from conftest import error_of
 from mlray.labels import SourceLabels, build_dataset_labels, read_source
 from mlray.predictions import (
     PREDICTIONS_SCHEMA,
@@ -34,14 +34,6 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
     path = tmp_path / name
     path.write_text(text)
     return path
-
-
-def error_of(fn, *args, **kwargs) -> str:
-    with pytest.raises(MlrayError) as info:
-        fn(*args, **kwargs)
-    message = str(info.value)
-    assert "\n" not in message
-    return message
 
 
 def rows(table: pa.Table) -> list[tuple]:
