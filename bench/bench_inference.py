@@ -95,7 +95,13 @@ def mlray_run(models: list[str], folders: list[Path], batch_size: int, k: int, o
     top1 = {(r.dataset, r.model, r.image_id): int(r.topk_idx[0]) for r in df.itertuples()}
     # the pipeline's steady rate is its slowest model's (each image passes every model)
     rate = min(result.steady_images_per_second.values())
-    return {"wall_s": wall, "images": n, "steady_img_s": rate, "per_model_steady": result.steady_images_per_second, "top1": top1}
+    return {
+        "wall_s": wall,
+        "images": n,
+        "steady_img_s": rate,
+        "per_model_steady": result.steady_images_per_second,
+        "top1": top1,
+    }
 
 
 def main() -> int:
@@ -135,7 +141,9 @@ def main() -> int:
 
     plain = {m: plain_loop(m, files, args.batch_size, args.k) for m in LITES}
     for m, r in plain.items():
-        print(f"plain  {m}: {r['wall_s']:6.1f} s end to end = {r['images'] / r['wall_s']:6.1f} img/s; steady {r['steady_img_s']:6.1f} img/s")
+        print(
+            f"plain  {m}: {r['wall_s']:6.1f} s end to end = {r['images'] / r['wall_s']:6.1f} img/s; steady {r['steady_img_s']:6.1f} img/s"
+        )
     with tempfile.TemporaryDirectory(prefix="mlray-bench-") as tmp:
         one = mlray_run([LITES[0]], folders, args.batch_size, args.k, Path(tmp) / "one")
         three = mlray_run(list(LITES), folders, args.batch_size, args.k, Path(tmp) / "three")
@@ -154,12 +162,28 @@ def main() -> int:
     p3_wall = sum(plain[m]["wall_s"] for m in LITES)
     p3_steady = 3 * len(files) / sum(len(files) / plain[m]["steady_img_s"] for m in LITES)
     rows = [
-        ("one model (lite0)", len(files) / p1["wall_s"], one["images"] / one["wall_s"], p1["steady_img_s"], one["steady_img_s"], 0.9),
-        ("three lite models", 3 * len(files) / p3_wall, 3 * three["images"] / three["wall_s"], p3_steady, 3 * three["steady_img_s"], 1.2),
+        (
+            "one model (lite0)",
+            len(files) / p1["wall_s"],
+            one["images"] / one["wall_s"],
+            p1["steady_img_s"],
+            one["steady_img_s"],
+            0.9,
+        ),
+        (
+            "three lite models",
+            3 * len(files) / p3_wall,
+            3 * three["images"] / three["wall_s"],
+            p3_steady,
+            3 * three["steady_img_s"],
+            1.2,
+        ),
     ]
     print(f"mlray  lite0: {one['wall_s']:6.1f} s end to end; lite0+1+2 in one run: {three['wall_s']:6.1f} s")
     print()
-    print(f"{'':20} {'plain img/s':>12} {'mlray img/s':>12} {'ratio':>7}   {'plain steady':>12} {'mlray steady':>12} {'ratio':>7}  target")
+    print(
+        f"{'':20} {'plain img/s':>12} {'mlray img/s':>12} {'ratio':>7}   {'plain steady':>12} {'mlray steady':>12} {'ratio':>7}  target"
+    )
     for name, pe, me, ps, ms, target in rows:
         print(f"{name:20} {pe:12.1f} {me:12.1f} {me / pe:7.2f}   {ps:12.1f} {ms:12.1f} {ms / ps:7.2f}  >= {target}")
         figures["runs"][name] = {"plain_img_s": pe, "mlray_img_s": me, "ratio": me / pe, "plain_steady_img_s": ps,

@@ -28,9 +28,9 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
 from mlray.errors import MlrayError
 from mlray.io import scheme_of
@@ -39,7 +39,9 @@ from mlray.io import scheme_of
 def base_parser(description: str) -> argparse.ArgumentParser:
     """An argument parser with the options every job has: ``--out``, ``--address``, ``--scratch``."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--out", "-o", required=True, help="Output folder: a local path or a URI (s3://, gs://, file://).")
+    parser.add_argument(
+        "--out", "-o", required=True, help="Output folder: a local path or a URI (s3://, gs://, file://)."
+    )
     parser.add_argument(
         "--address",
         default=None,
@@ -163,7 +165,9 @@ class Destination:
                 pafs.copy_files(str(staging), self.root, source_filesystem=pafs.LocalFileSystem(),
                                 destination_filesystem=self.fs)  # fmt: skip
             except Exception as exc:
-                raise MlrayError(f"{self.out}: cannot upload ({_first_line(exc)}); the local copy is in {self.local}") from None
+                raise MlrayError(
+                    f"{self.out}: cannot upload ({_first_line(exc)}); the local copy is in {self.local}"
+                ) from None
         shutil.rmtree(staging, ignore_errors=True)
         return n
 
@@ -183,11 +187,17 @@ def _files(root: Path) -> Iterator[Path]:
     """Regular files under ``root`` (none if it is missing), skipping hidden names, in sorted order."""
     if not root.exists():
         return iter(())
-    return (p for p in sorted(root.rglob("*")) if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    return (
+        p
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
 
 
 @contextmanager
-def destination(out: str, scratch: str | None = None, pull: tuple[str, ...] = (), keep_on_failure: tuple[str, ...] = (), log=None):
+def destination(
+    out: str, scratch: str | None = None, pull: tuple[str, ...] = (), keep_on_failure: tuple[str, ...] = (), log=None
+):
     """A :class:`Destination` whose remote copy is brought up to date however the job ends (messages on ``log``,
     default stdout).
 
@@ -216,7 +226,11 @@ def destination(out: str, scratch: str | None = None, pull: tuple[str, ...] = ()
             try:
                 n = dest.push(keep_on_failure)
                 if n:
-                    print(f"uploaded {n:,} finished files to {dest.show()} before failing (a resubmitted job resumes)", file=log, flush=True)
+                    print(
+                        f"uploaded {n:,} finished files to {dest.show()} before failing (a resubmitted job resumes)",
+                        file=log,
+                        flush=True,
+                    )
             except MlrayError as exc:
                 keep_scratch = True
                 print(f"mlray: warning: {exc}", file=sys.stderr, flush=True)
@@ -283,7 +297,9 @@ def fetch_inputs(paths: list[str], scratch_dir: Path) -> list[Path]:
         target = scratch_dir / f"input-{i}" / (Path(inner.rstrip("/")).name or "predictions")
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            pafs.copy_files(inner.rstrip("/"), str(target), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+            pafs.copy_files(
+                inner.rstrip("/"), str(target), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem()
+            )
         except Exception as exc:
             raise MlrayError(f"{raw}: cannot copy down ({_first_line(exc)})") from None
         local.append(target)
@@ -303,13 +319,27 @@ class LogProgress:
     def add_task(self, description: str, total: float | None = None, **_) -> int:
         task_id = len(self.tasks)
         now = time.perf_counter()
-        self.tasks[task_id] = {"name": description, "total": total or 0, "done": 0, "start": now, "printed": now, "finished": False}
+        self.tasks[task_id] = {
+            "name": description,
+            "total": total or 0,
+            "done": 0,
+            "start": now,
+            "printed": now,
+            "finished": False,
+        }
         return task_id
 
     def advance(self, task_id: int, advance: float = 1) -> None:
         self.update(task_id, advance=advance)
 
-    def update(self, task_id: int, completed: float | None = None, advance: float | None = None, total: float | None = None, **_) -> None:
+    def update(
+        self,
+        task_id: int,
+        completed: float | None = None,
+        advance: float | None = None,
+        total: float | None = None,
+        **_,
+    ) -> None:
         t = self.tasks[task_id]
         if total is not None:
             t["total"] = total
@@ -327,7 +357,9 @@ class LogProgress:
             print(f"{t['name']}: {int(t['done']):,}/{int(t['total']):,} images{share}", file=self.out, flush=True)
 
 
-def headline_table(model_metrics, metrics=("top1", "real_top1", "vtopk_all", "asma_vtopk_all"), limit: int = 20) -> list[str]:
+def headline_table(
+    model_metrics, metrics=("top1", "real_top1", "vtopk_all", "asma_vtopk_all"), limit: int = 20
+) -> list[str]:
     """Headline metrics (%) per (model, dataset) as aligned text lines, at most ``limit`` rows (then a count)."""
     if model_metrics is None or not len(model_metrics):
         return ["(no model metrics)"]

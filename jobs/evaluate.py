@@ -48,7 +48,10 @@ def main(argv: list[str] | None = None) -> None:
     connect(args.address)
     # only the config's datasets: the same --out may hold other datasets' predictions from earlier runs
     pull = tuple(f"{root}/dataset={d.name}" for d in cfg.datasets if d.images is not None for root in STORE)
-    with destination(args.out, args.scratch, pull=pull, keep_on_failure=STORE) as dest, gpus_requested(args.gpus, args.gpu_wait):
+    with (
+        destination(args.out, args.scratch, pull=pull, keep_on_failure=STORE) as dest,
+        gpus_requested(args.gpus, args.gpu_wait),
+    ):
         result = evaluate(cfg, dest.local, MetricParams(n_boot=args.n_boot), progress=LogProgress())
         inf = result.inference
         for dataset in [d.name for d in cfg.datasets if d.images is not None]:
@@ -65,7 +68,10 @@ def main(argv: list[str] | None = None) -> None:
         for line in headline_table(result.scores.frames["model_metrics"], limit=args.show):
             print(line)
         print(f"{result.seconds:.1f} s; writing to {dest.show()}", flush=True)
-    print(f"predictions in {dest.show('predictions')}, errors in {dest.show('errors')}, reports in {dest.show('reports')}", flush=True)
+    print(
+        f"predictions in {dest.show('predictions')}, errors in {dest.show('errors')}, reports in {dest.show('reports')}",
+        flush=True,
+    )
     dashboard = getattr(result, "dashboard", None)
     if dashboard is not None:
         print(f"dashboard: {dest.show(Path(dashboard).relative_to(dest.local).as_posix())}", flush=True)

@@ -29,7 +29,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="Prediction store folders, store Parquet files, or CSV/Parquet files to import; local or URIs.")  # fmt: skip
     parser.add_argument("--dataset", default=None, help="Dataset of imported files that have no 'dataset' column.")
     parser.add_argument("--model", default=None, help="Model of imported files that have no 'model' column.")
-    parser.add_argument("--max-group", type=int, default=5, help="Images with >= this many valid labels form one subgroup 'N+'.")
+    parser.add_argument(
+        "--max-group", type=int, default=5, help="Images with >= this many valid labels form one subgroup 'N+'."
+    )
     parser.add_argument("--min-group-size", type=int, default=10, help="ASMA leaves out subgroups with fewer images.")
     parser.add_argument("--n-boot", type=int, default=1000, help="Bootstrap resamples for the CIs (0 = none).")
     parser.add_argument("--seed", type=int, default=0, help="Bootstrap seed.")
@@ -42,9 +44,14 @@ def main(argv: list[str] | None = None) -> None:
     from mlray.reports import score_report
 
     cfg = load_config(args.config)
-    params = MetricParams(max_group=args.max_group, min_group_size=args.min_group_size, n_boot=args.n_boot, seed=args.seed)
+    params = MetricParams(
+        max_group=args.max_group, min_group_size=args.min_group_size, n_boot=args.n_boot, seed=args.seed
+    )
     connect(args.address)
-    with destination(args.out, args.scratch) as dest, tempfile.TemporaryDirectory(prefix="mlray-inputs-", dir=args.scratch) as tmp:
+    with (
+        destination(args.out, args.scratch) as dest,
+        tempfile.TemporaryDirectory(prefix="mlray-inputs-", dir=args.scratch) as tmp,
+    ):
         inputs = fetch_inputs(args.predictions, Path(tmp))  # URIs copied down; local paths as they are
         result = score_report(cfg, inputs, dest.local, params, dataset=args.dataset, model=args.model,
                               models_per_task=args.models_per_task)  # fmt: skip
@@ -52,7 +59,9 @@ def main(argv: list[str] | None = None) -> None:
             print(line)
         for (dataset, model), (n_missing, examples) in result.missing.items():
             if n_missing:
-                print(f"{model} on {dataset}: {n_missing:,} images have no prediction (excluded), e.g. {', '.join(examples)}")
+                print(
+                    f"{model} on {dataset}: {n_missing:,} images have no prediction (excluded), e.g. {', '.join(examples)}"
+                )
         print(f"{result.seconds:.1f} s; writing {len(result.paths)} reports to {dest.show()}", flush=True)
 
 

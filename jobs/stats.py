@@ -22,9 +22,13 @@ from _common import base_parser, connect, destination, run_main, stats_lines  # 
 
 def main(argv: list[str] | None = None) -> None:
     parser = base_parser("Label statistics per dataset and label-distribution comparison per pair, as Parquet reports.")
-    parser.add_argument("config", nargs="?", default=None, help="Run config (YAML); default: ImageNet val with timm's ReaL labels.")
+    parser.add_argument(
+        "config", nargs="?", default=None, help="Run config (YAML); default: ImageNet val with timm's ReaL labels."
+    )
     parser.add_argument("--top-pairs", type=int, default=100, help="Most frequent class pairs kept per dataset.")
-    parser.add_argument("--top-classes", type=int, default=10, help="Classes listed per pair whose multi-label rate differs most.")
+    parser.add_argument(
+        "--top-classes", type=int, default=10, help="Classes listed per pair whose multi-label rate differs most."
+    )
     parser.add_argument("--json", action="store_true", help="Print the summary as JSON.")
     args = parser.parse_args(argv)
 

@@ -33,6 +33,7 @@ console = Console()
 def _root() -> None:
     """Multi-label evaluation of ImageNet classifiers on Ray."""
 
+
 err_console = Console(stderr=True)
 
 ConfigArg = Annotated[
@@ -81,7 +82,9 @@ def _print_stats(result) -> None:
         hist = ", ".join(f"{k}: {v}" for k, v in zip(s.hist["n_labels"], s.hist["n_images"]))
         console.print(f"[bold]{s.name}[/] images by number of valid labels: {{{hist}}}", soft_wrap=True)
         if s.stats.get("n_skipped_unknown"):
-            console.print(f"  {s.stats['n_skipped_unknown']:,} label entries named images outside the dataset (skipped)")
+            console.print(
+                f"  {s.stats['n_skipped_unknown']:,} label entries named images outside the dataset (skipped)"
+            )
         if s.stats.get("n_merged_duplicate_labels"):
             console.print(f"  {s.stats['n_merged_duplicate_labels']:,} label sets named a class twice (kept once)")
     comp = result.comparison
@@ -106,7 +109,9 @@ def _print_stats(result) -> None:
 def stats(
     config: ConfigArg = None,
     out: OutOpt = Path("mlray-out/stats"),
-    top_pairs: Annotated[int, typer.Option(help="How many of the most frequent class pairs to keep per dataset.")] = 100,
+    top_pairs: Annotated[
+        int, typer.Option(help="How many of the most frequent class pairs to keep per dataset.")
+    ] = 100,
     top_classes: Annotated[int, typer.Option(help="Classes listed per pair whose multi-label rate differs most.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON (for scripts).")] = False,
     address: AddressOpt = None,
@@ -123,12 +128,17 @@ def stats(
         print(json.dumps(result.summary_json(), indent=2))
         return
     _print_stats(result)
-    console.print(f"reports in [bold]{out}[/] ({', '.join(p.name for p in result.paths.values())}); {result.seconds:.1f} s")
+    console.print(
+        f"reports in [bold]{out}[/] ({', '.join(p.name for p in result.paths.values())}); {result.seconds:.1f} s"
+    )
 
 
 @app.command("import-results")
 def import_results_cmd(
-    paths: Annotated[list[Path], typer.Argument(help="timm results-*.csv files, imagenet-testbed robustness_top1s.csv, or folders of them.")],
+    paths: Annotated[
+        list[Path],
+        typer.Argument(help="timm results-*.csv files, imagenet-testbed robustness_top1s.csv, or folders of them."),
+    ],
     out: OutOpt = Path("mlray-out/reports"),
 ) -> None:
     """Import published aggregate results (timm, imagenet-testbed) into external_results.parquet."""
@@ -139,11 +149,17 @@ def import_results_cmd(
         f"{len(df):,} rows: {df['model'].nunique():,} models x {df['dataset'].nunique()} datasets "
         f"from {df['source'].nunique()} files -> [bold]{path}[/]"
     )
-    table = Table(title="ImageNet val -> ImageNetV2 MatchedFrequency top-1 gap across models (points)", title_justify="left")
+    table = Table(
+        title="ImageNet val -> ImageNetV2 MatchedFrequency top-1 gap across models (points)", title_justify="left"
+    )
     for col in ("collection", "models", "mean", "median", "std", "min", "p10", "p90", "max"):
         table.add_column(col, justify="left" if col == "collection" else "right")
     for r in summary.itertuples():
-        table.add_row(r.collection, f"{r.count:,}", *(f"{100 * getattr(r, c):.2f}" for c in ("mean", "median", "std", "min", "p10", "p90", "max")))
+        table.add_row(
+            r.collection,
+            f"{r.count:,}",
+            *(f"{100 * getattr(r, c):.2f}" for c in ("mean", "median", "std", "min", "p10", "p90", "max")),
+        )
     console.print(table)
 
 
@@ -166,7 +182,9 @@ def _print_scores(result, dataset_order: list[str]) -> None:
         order = {name: i for i, name in enumerate(dataset_order)}
         forward = gd[[order[a] < order[b] for a, b in zip(gd.dataset_a, gd.dataset_b)]]
         for (da, db), rows in forward.groupby(["dataset_a", "dataset_b"], sort=False):
-            t = Table(title=f"Gap {da} -> {db} in points (share explained by the label-count mix)", title_justify="left")
+            t = Table(
+                title=f"Gap {da} -> {db} in points (share explained by the label-count mix)", title_justify="left"
+            )
             t.add_column("model", overflow="fold")
             for metric in ("top1", "real_top1", "vtopk_all"):
                 t.add_column(metric, justify="right")
@@ -179,7 +197,11 @@ def _print_scores(result, dataset_order: list[str]) -> None:
                     if r["gap"] != r["gap"]:
                         cells.append("n/a")
                     else:
-                        share = r["composition"] / r["gap"] if r["gap"] and r["composition"] == r["composition"] else float("nan")
+                        share = (
+                            r["composition"] / r["gap"]
+                            if r["gap"] and r["composition"] == r["composition"]
+                            else float("nan")
+                        )
                         cells.append(f"{100 * r['gap']:+.2f} ({'-' if share != share else f'{100 * share:.0f} %'})")
                 am = mm[(mm.model == model) & (mm.metric == "asma_vtopk_all")].set_index("dataset")["value"]
                 cells.append(f"{100 * (am[da] - am[db]):+.2f}" if da in am and db in am else "n/a")
@@ -197,16 +219,26 @@ def score(
     config: Annotated[Path, typer.Argument(help="Run config (YAML) naming the datasets and their labels.")],
     predictions: Annotated[
         list[Path],
-        typer.Option("--predictions", "-p", help="Prediction store folders, store Parquet files, or CSV/Parquet files to import (image_id + top1 or topk). Several may follow one --predictions."),
+        typer.Option(
+            "--predictions",
+            "-p",
+            help="Prediction store folders, store Parquet files, or CSV/Parquet files to import (image_id + top1 or topk). Several may follow one --predictions.",
+        ),
     ],
     out: OutOpt = Path("mlray-out/reports"),
-    dataset: Annotated[Optional[str], typer.Option(help="Dataset of imported files that have no 'dataset' column.")] = None,
+    dataset: Annotated[
+        Optional[str], typer.Option(help="Dataset of imported files that have no 'dataset' column.")
+    ] = None,
     model: Annotated[Optional[str], typer.Option(help="Model of imported files that have no 'model' column.")] = None,
-    max_group: Annotated[int, typer.Option(help="Images with >= this many valid labels form one merged subgroup 'N+'.")] = 5,
+    max_group: Annotated[
+        int, typer.Option(help="Images with >= this many valid labels form one merged subgroup 'N+'.")
+    ] = 5,
     min_group_size: Annotated[int, typer.Option(help="ASMA leaves out subgroups with fewer images.")] = 10,
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the CIs (0 = none).")] = 1000,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
-    models_per_task: Annotated[int, typer.Option(help="Models scored per Ray task (1 = one task per model and dataset).")] = 16,
+    models_per_task: Annotated[
+        int, typer.Option(help="Models scored per Ray task (1 = one task per model and dataset).")
+    ] = 16,
     address: AddressOpt = None,
     num_cpus: CpusOpt = None,
 ) -> None:
@@ -221,13 +253,22 @@ def score(
     cluster.connect(address, num_cpus)
     result = score_report(cfg, predictions, out, params, dataset=dataset, model=model, models_per_task=models_per_task)
     _print_scores(result, [d.name for d in cfg.datasets])
-    console.print(f"reports in [bold]{out}[/] ({', '.join(p.name for p in result.paths.values())}); {result.seconds:.1f} s")
+    console.print(
+        f"reports in [bold]{out}[/] ({', '.join(p.name for p in result.paths.values())}); {result.seconds:.1f} s"
+    )
 
 
 @app.command()
 def evaluate(
     config: Annotated[Path, typer.Argument(help="Run config with datasets (images + layout + labels) and models.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory: predictions/, errors/, run_manifest.json, reports/ (created if missing; re-runs resume).")] = Path("mlray-out/evaluate"),
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output directory: predictions/, errors/, run_manifest.json, reports/ (created if missing; re-runs resume).",
+        ),
+    ] = Path("mlray-out/evaluate"),
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the CIs (0 = none).")] = 1000,
     address: AddressOpt = None,
     num_cpus: CpusOpt = None,
@@ -250,7 +291,9 @@ def evaluate(
 def shard(
     config: Annotated[Path, typer.Argument(help="Run config (YAML) naming the dataset.")],
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="Name of the dataset (with images:) to convert.")],
-    out: Annotated[str, typer.Option("--out", "-o", help="Output folder or URI (s3://, gs://) for the Parquet shards.")],
+    out: Annotated[
+        str, typer.Option("--out", "-o", help="Output folder or URI (s3://, gs://) for the Parquet shards.")
+    ],
     shard_size: Annotated[int, typer.Option(help="Images per Parquet shard.")] = 1000,
     overwrite: Annotated[bool, typer.Option(help="Replace shard files already in the output.")] = False,
 ) -> None:
@@ -271,7 +314,8 @@ def shard(
     )
     console.print(
         f"read back with:  - {{name: {dataset}, images: {out}, layout: parquet-shards}}   (labels travel in the shards)",
-        highlight=False, soft_wrap=True,
+        highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -301,7 +345,9 @@ def _run_evaluate(cfg, out: Path, params):
         result = run(cfg, out, params, progress)
     inf = result.inference
     for (dataset, model), c in inf.counts.items():
-        console.print(f"{dataset} / {model}: {c['images']:,} images = {c['predictions']:,} predictions + {c['errors']:,} errors")
+        console.print(
+            f"{dataset} / {model}: {c['images']:,} images = {c['predictions']:,} predictions + {c['errors']:,} errors"
+        )
     n = sum(inf.images_processed.values())
     console.print(
         f"{n:,} images inferred by {len({m for _, m in inf.counts})} models in {inf.total_seconds:.1f} s"
@@ -314,8 +360,13 @@ def _run_evaluate(cfg, out: Path, params):
 
 @app.command()
 def dashboard(
-    reports: Annotated[Path, typer.Argument(help="Report directory (Parquet reports of mlray stats / score / evaluate / import-results).")],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="HTML file to write (default: DIR/dashboard.html).")] = None,
+    reports: Annotated[
+        Path,
+        typer.Argument(help="Report directory (Parquet reports of mlray stats / score / evaluate / import-results)."),
+    ],
+    out: Annotated[
+        Optional[Path], typer.Option("--out", "-o", help="HTML file to write (default: DIR/dashboard.html).")
+    ] = None,
 ) -> None:
     """One self-contained HTML page (works offline) with the charts and sortable tables of a report directory."""
     from .dashboard import build_dashboard
@@ -326,20 +377,50 @@ def dashboard(
 
 @app.command()
 def patchml(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: images/, labels.csv, patches.csv, patchml.json.")] = Path("mlray-out/patchml"),
-    boxes: Annotated[Optional[Path], typer.Option(help="Box file: a table image_id,class,x0,y0,x1,y1 (CSV/TSV/Parquet), or with --class-labels wsolevaluation's localization.txt.")] = None,
-    images: Annotated[Optional[Path], typer.Option(help="Folder of the images the boxes are drawn on (image id = file stem).")] = None,
-    class_labels: Annotated[Optional[Path], typer.Option(help="Class of each image for a wsolevaluation box file (file_name,class_index CSV or class_labels.txt).")] = None,
-    whole: Annotated[Optional[Path], typer.Option(help="Instead of boxes: a folder of whole images named <wnid>... or in <wnid>/ folders.")] = None,
-    layout: Annotated[Optional[list[str]], typer.Option(help="Grid layouts ROWSxCOLS[:N], repeatable or comma-separated (default 1x1,1x2,2x2,3x3).")] = None,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output folder: images/, labels.csv, patches.csv, patchml.json.")
+    ] = Path("mlray-out/patchml"),
+    boxes: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Box file: a table image_id,class,x0,y0,x1,y1 (CSV/TSV/Parquet), or with --class-labels wsolevaluation's localization.txt."
+        ),
+    ] = None,
+    images: Annotated[
+        Optional[Path], typer.Option(help="Folder of the images the boxes are drawn on (image id = file stem).")
+    ] = None,
+    class_labels: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Class of each image for a wsolevaluation box file (file_name,class_index CSV or class_labels.txt)."
+        ),
+    ] = None,
+    whole: Annotated[
+        Optional[Path],
+        typer.Option(help="Instead of boxes: a folder of whole images named <wnid>... or in <wnid>/ folders."),
+    ] = None,
+    layout: Annotated[
+        Optional[list[str]],
+        typer.Option(help="Grid layouts ROWSxCOLS[:N], repeatable or comma-separated (default 1x1,1x2,2x2,3x3)."),
+    ] = None,
     per_layout: Annotated[int, typer.Option(help="Images per layout (a layout's own :N wins).")] = 50,
     patch_size: Annotated[int, typer.Option(help="Side of a grid cell in pixels.")] = 224,
     spacing: Annotated[int, typer.Option(help="Background pixels between cells and around the grid.")] = 0,
     background: Annotated[str, typer.Option(help="Background colour: R,G,B, #rrggbb or a name.")] = "124,116,104",
-    distinct: Annotated[bool, typer.Option("--distinct/--repeat-classes", help="No class twice in one image (default), or allow it.")] = True,
-    min_patch_size: Annotated[int, typer.Option(help="Boxes narrower or lower than this (source pixels) are skipped and counted.")] = 32,
+    distinct: Annotated[
+        bool, typer.Option("--distinct/--repeat-classes", help="No class twice in one image (default), or allow it.")
+    ] = True,
+    min_patch_size: Annotated[
+        int, typer.Option(help="Boxes narrower or lower than this (source pixels) are skipped and counted.")
+    ] = 32,
     resize: Annotated[str, typer.Option(help="fit (keep aspect ratio, centred) or stretch.")] = "fit",
-    square: Annotated[bool, typer.Option("--square/--no-square", help="Centre the grid on a square canvas (default) so a model's centre crop cuts no patch.")] = True,
+    square: Annotated[
+        bool,
+        typer.Option(
+            "--square/--no-square",
+            help="Centre the grid on a square canvas (default) so a model's centre crop cuts no patch.",
+        ),
+    ] = True,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives byte-identical output.")] = 0,
 ) -> None:
     """Build a PatchML set: object patches (boxes or whole images) resized onto grids; labels = the classes placed."""
@@ -352,7 +433,10 @@ def patchml(
         square=square, seed=seed,
     )  # fmt: skip
     result = build_patchml(source, options, out)
-    console.print(f"source: {source.description}: {source.n_entries:,} entries -> {result.n_pool:,} usable patches", soft_wrap=True)
+    console.print(
+        f"source: {source.description}: {source.n_entries:,} entries -> {result.n_pool:,} usable patches",
+        soft_wrap=True,
+    )
     for why, n in result.skipped.items():
         console.print(f"  skipped {n:,} ({why})")
     images_made = ", ".join(f"{k}: {v:,}" for k, v in result.n_images.items())
@@ -360,7 +444,11 @@ def patchml(
         f"{sum(result.n_images.values()):,} images ({images_made}) from {result.n_patches_used:,} distinct patches; "
         f"multi-label share {_pct(result.multi_fraction)} -> [bold]{result.labels}[/] (+ {result.patches.name}, images/)"
     )
-    console.print(f"use it in a run config:  - {{name: patchml, images: {result.labels}, layout: manifest}}", highlight=False, soft_wrap=True)
+    console.print(
+        f"use it in a run config:  - {{name: patchml, images: {result.labels}, layout: manifest}}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def _print_demo_summary(summary) -> None:
@@ -383,13 +471,17 @@ def _print_demo_summary(summary) -> None:
     for label in ("top-1 gap", "comp.", "within", "var. top-k gap", "comp.", "within"):
         gaps.add_column(label, justify="right")
     for _, r in summary.iterrows():
-        gaps.add_row(r["model"], *(pts(r[f"{m}_{p}"]) for m in ("top1", "vtopk_all") for p in ("gap", "composition", "within")))
+        gaps.add_row(
+            r["model"], *(pts(r[f"{m}_{p}"]) for m in ("top1", "vtopk_all") for p in ("gap", "composition", "within"))
+        )
     console.print(gaps)
 
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Demo folder: photos, the two sets, run config, predictions, reports.")] = Path("mlray-out/demo"),
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Demo folder: photos, the two sets, run config, predictions, reports.")
+    ] = Path("mlray-out/demo"),
     small: Annotated[bool, typer.Option(help="A smaller multi-object set (3 + 3 grids instead of 15 + 15).")] = False,
     address: AddressOpt = None,
     num_cpus: CpusOpt = None,
@@ -412,7 +504,8 @@ def demo(
     _print_demo_summary(summarize(result.reports))
     dashboard = next((p for p in (result.reports / "dashboard.html", out / "dashboard.html") if p.is_file()), None)
     console.print(
-        f"reports in [bold]{result.reports}[/]" + (f", dashboard [bold]{dashboard}[/]" if dashboard else "")
+        f"reports in [bold]{result.reports}[/]"
+        + (f", dashboard [bold]{dashboard}[/]" if dashboard else "")
         + f"; demo done in {time.perf_counter() - start:.0f} s"
     )
 

@@ -26,8 +26,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import MlrayError
 from .data import LAYOUTS
+from .errors import MlrayError
 from .labels import FORMATS, DatasetLabels, build_dataset_labels, read_source
 
 LabelFormat = Literal[FORMATS]  # type: ignore[valid-type]
@@ -63,7 +63,7 @@ class DatasetConfig(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _has_labels(self) -> "DatasetConfig":
+    def _has_labels(self) -> DatasetConfig:
         if (self.images is None) != (self.layout is None):
             raise ValueError("images and layout go together")
         if self.images is None and self.labels.original is None and self.labels.multi is None:
@@ -109,7 +109,7 @@ class RunConfig(_Strict):
     source: str = Field(default="<built-in>", exclude=True)
 
     @model_validator(mode="after")
-    def _unique_names(self) -> "RunConfig":
+    def _unique_names(self) -> RunConfig:
         names = [d.name for d in self.datasets]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
@@ -186,7 +186,9 @@ def load_dataset_labels(config: RunConfig, dataset: DatasetConfig, plan=None) ->
         if src is not None:
             sources[role] = read_source(src.format, src.path, config.base_dir)
     if dataset.images is None:
-        return build_dataset_labels(dataset.name, sources.get("original"), sources.get("multi"), dataset.on_unknown_image)
+        return build_dataset_labels(
+            dataset.name, sources.get("original"), sources.get("multi"), dataset.on_unknown_image
+        )
     plan = plan if plan is not None else plan_images(config, dataset)
     if plan.labels is not None:
         if "original" not in sources and plan.labels.original is not None:
@@ -224,5 +226,7 @@ def shard_dataset(config: RunConfig, name: str, out_uri: str, shard_size: int | 
         original=t.column("original").to_pylist(),
         valid=t.column("valid").to_pylist(),
     )
-    written = write_parquet_shards(replace(plan, labels=joined), out_uri, shard_size or DEFAULT_SHARD_SIZE, overwrite=overwrite)
+    written = write_parquet_shards(
+        replace(plan, labels=joined), out_uri, shard_size or DEFAULT_SHARD_SIZE, overwrite=overwrite
+    )
     return written, labels

@@ -53,8 +53,17 @@ REPORT_COLUMNS: dict[str, tuple[str, ...]] = {
     "dataset_comparison": ("dataset_a", "dataset_b", "measure", "value", "ci_low", "ci_high"),
     "model_metrics": ("model", "dataset", "metric", "value", "ci_low", "ci_high", "n", "available"),
     "subgroup_metrics": ("model", "dataset", "group", "metric", "value", "n"),
-    "gap_decomposition": ("model", "dataset_a", "dataset_b", "metric", "value_a", "value_b", "gap", "composition",
-                          "within"),  # fmt: skip
+    "gap_decomposition": (
+        "model",
+        "dataset_a",
+        "dataset_b",
+        "metric",
+        "value_a",
+        "value_b",
+        "gap",
+        "composition",
+        "within",
+    ),  # fmt: skip
     "external_results": ("model", "img_size", "dataset", "metric", "value", "source", "collection"),
 }
 
@@ -337,8 +346,9 @@ def chart_multi_share(r: Reports, colors: dict[str, str]) -> Chart:
         go.Bar(
             x=names,
             y=[_pct(f) for f in rows["multi_fraction"]],
-            customdata=[[int(m), int(n), _num(ml)]
-                        for m, n, ml in zip(rows["n_multi"], rows["n_labelled"], rows["mean_labels"])],
+            customdata=[
+                [int(m), int(n), _num(ml)] for m, n, ml in zip(rows["n_multi"], rows["n_labelled"], rows["mean_labels"])
+            ],
             marker={"color": [colors[d] for d in names]},
             text=[_fmt_pct(f) for f in rows["multi_fraction"]],
             textposition="outside",
@@ -353,8 +363,11 @@ def chart_multi_share(r: Reports, colors: dict[str, str]) -> Chart:
         _base_layout(
             height=400,
             xaxis={"title": {"text": "dataset"}},
-            yaxis={"title": {"text": "images with ≥ 2 valid labels (%)"}, "ticksuffix": " %",
-                   "range": [0, min(100, top * 1.18)]},  # fmt: skip
+            yaxis={
+                "title": {"text": "images with ≥ 2 valid labels (%)"},
+                "ticksuffix": " %",
+                "range": [0, min(100, top * 1.18)],
+            },  # fmt: skip
         )
     )
     return Chart(
@@ -409,8 +422,16 @@ def chart_scatter(r: Reports, colors: dict[str, str], a: str, b: str, index: int
         else:
             lo, hi = 0.0, 100.0
         fig.add_trace(
-            go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=YX_LINE, name="y = x (no change)",
-                       legendgroup="yx", showlegend=i == 1, hoverinfo="skip"),  # fmt: skip
+            go.Scatter(
+                x=[lo, hi],
+                y=[lo, hi],
+                mode="lines",
+                line=YX_LINE,
+                name="y = x (no change)",
+                legendgroup="yx",
+                showlegend=i == 1,
+                hoverinfo="skip",
+            ),  # fmt: skip
             row=1,
             col=i,
         )
@@ -586,16 +607,32 @@ def chart_gap(r: Reports, colors: dict[str, str], a: str, b: str, index: int) ->
         hover_tail = (f"<br>{_esc(a)}: %{{customdata[0]:.2f}} %, {_esc(b)}: %{{customdata[1]:.2f}} %"
                       f"<br>gap %{{customdata[2]:+.2f}} pts<extra>{_esc(METRIC_LABELS[metric])}</extra>")  # fmt: skip
         fig.add_trace(
-            go.Bar(y=ms, x=comp, orientation="h", name="composition (label-count mix)", legendgroup="comp",
-                   showlegend=i == 1, marker={"color": COMPOSITION_COLOR}, customdata=custom,
-                   hovertemplate="<b>%{y}</b><br>composition: %{x:+.2f} pts" + hover_tail),  # fmt: skip
+            go.Bar(
+                y=ms,
+                x=comp,
+                orientation="h",
+                name="composition (label-count mix)",
+                legendgroup="comp",
+                showlegend=i == 1,
+                marker={"color": COMPOSITION_COLOR},
+                customdata=custom,
+                hovertemplate="<b>%{y}</b><br>composition: %{x:+.2f} pts" + hover_tail,
+            ),  # fmt: skip
             row=1,
             col=i,
         )
         fig.add_trace(
-            go.Bar(y=ms, x=within, orientation="h", name="within groups", legendgroup="within",
-                   showlegend=i == 1, marker={"color": WITHIN_COLOR}, customdata=custom,
-                   hovertemplate="<b>%{y}</b><br>within groups: %{x:+.2f} pts" + hover_tail),  # fmt: skip
+            go.Bar(
+                y=ms,
+                x=within,
+                orientation="h",
+                name="within groups",
+                legendgroup="within",
+                showlegend=i == 1,
+                marker={"color": WITHIN_COLOR},
+                customdata=custom,
+                hovertemplate="<b>%{y}</b><br>within groups: %{x:+.2f} pts" + hover_tail,
+            ),  # fmt: skip
             row=1,
             col=i,
         )
@@ -609,10 +646,18 @@ def chart_gap(r: Reports, colors: dict[str, str], a: str, b: str, index: int) ->
                 err = {"type": "data", "symmetric": False, "array": plus, "arrayminus": minus, "thickness": 1.2,
                        "width": 4, "color": "#111827"}  # fmt: skip
         fig.add_trace(
-            go.Scatter(y=ms, x=gap, mode="markers", name="total gap (95 % CI)", legendgroup="gap",
-                       showlegend=i == 1, marker={"symbol": "diamond", "size": 10, "color": "#111827",
-                                                  "line": {"color": "white", "width": 1}},
-                       error_x=err, customdata=custom, hovertemplate="<b>%{y}</b>" + hover_tail),  # fmt: skip
+            go.Scatter(
+                y=ms,
+                x=gap,
+                mode="markers",
+                name="total gap (95 % CI)",
+                legendgroup="gap",
+                showlegend=i == 1,
+                marker={"symbol": "diamond", "size": 10, "color": "#111827", "line": {"color": "white", "width": 1}},
+                error_x=err,
+                customdata=custom,
+                hovertemplate="<b>%{y}</b>" + hover_tail,
+            ),  # fmt: skip
             row=1,
             col=i,
         )
@@ -691,21 +736,39 @@ def chart_published(r: Reports, colors: dict[str, str]) -> Chart:
             xs, ys, models = overlay
             xs_all += xs + ys
             fig.add_trace(
-                go.Scatter(x=xs, y=ys, mode="markers", name=f"this report ({len(models)} models)",
-                           text=[_esc(m) for m in models],
-                           legendgroup="own", showlegend="own" not in shown,
-                           marker={"color": colors[y_ds], "size": 11, "symbol": "star",
-                                   "line": {"color": "#111827", "width": 1}},
-                           hovertemplate=f"<b>%{{text}}</b> (this report)<br>{_esc(x_ds)}: %{{x:.2f}} %"
-                           f"<br>{_esc(y_ds)}: %{{y:.2f}} %<extra></extra>"),  # fmt: skip
+                go.Scatter(
+                    x=xs,
+                    y=ys,
+                    mode="markers",
+                    name=f"this report ({len(models)} models)",
+                    text=[_esc(m) for m in models],
+                    legendgroup="own",
+                    showlegend="own" not in shown,
+                    marker={
+                        "color": colors[y_ds],
+                        "size": 11,
+                        "symbol": "star",
+                        "line": {"color": "#111827", "width": 1},
+                    },
+                    hovertemplate=f"<b>%{{text}}</b> (this report)<br>{_esc(x_ds)}: %{{x:.2f}} %"
+                    f"<br>{_esc(y_ds)}: %{{y:.2f}} %<extra></extra>",
+                ),  # fmt: skip
                 row=1,
                 col=i,
             )
             shown.add("own")
         lo, hi = max(0.0, min(xs_all) - 2), min(100.0, max(xs_all) + 2)
         fig.add_trace(
-            go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=YX_LINE, name="y = x", legendgroup="yx",
-                       showlegend=i == 1, hoverinfo="skip"),  # fmt: skip
+            go.Scatter(
+                x=[lo, hi],
+                y=[lo, hi],
+                mode="lines",
+                line=YX_LINE,
+                name="y = x",
+                legendgroup="yx",
+                showlegend=i == 1,
+                hoverinfo="skip",
+            ),  # fmt: skip
             row=1,
             col=i,
         )
@@ -825,8 +888,12 @@ def table_comparison(r: Reports) -> str | None:
          _cell(x.value, "num"), _cell(x.ci_low, "num", missing="—"), _cell(x.ci_high, "num", missing="—")]
         for x in glob.itertuples()
     ]  # fmt: skip
-    return _table("table-comparison", cols, rows,
-                  "Label-count distributions compared pairwise (definitions: <code>mlray/stats.py</code>).")
+    return _table(
+        "table-comparison",
+        cols,
+        rows,
+        "Label-count distributions compared pairwise (definitions: <code>mlray/stats.py</code>).",
+    )
 
 
 def table_models(r: Reports) -> str | None:
@@ -923,8 +990,12 @@ def table_published_summary(r: Reports) -> str | None:
          _cell(x.min, "pts"), _cell(x.p10, "pts"), _cell(x.p90, "pts"), _cell(x.max, "pts")]
         for x in summary.itertuples()
     ]  # fmt: skip
-    return _table("table-published-gap", cols, rows,
-                  "Published top-1 gap ImageNet val − ImageNetV2 MatchedFrequency across models, in points.")
+    return _table(
+        "table-published-gap",
+        cols,
+        rows,
+        "Published top-1 gap ImageNet val − ImageNetV2 MatchedFrequency across models, in points.",
+    )
 
 
 def table_published(r: Reports) -> str | None:
@@ -977,7 +1048,7 @@ def _cards(r: Reports, colors: dict[str, str]) -> str:
                 f'<div class="card" style="--accent:{colors[d]}"><div class="card-label">{_esc(d)}</div>'
                 f'<div class="card-value">{_fmt_pct(s["multi_fraction"])}</div>'
                 f'<div class="card-sub">multi-label, of {int(s["n_labelled"]):,} labelled images '
-                f'(mean {_num(s["mean_labels"]) or 0:.3f} labels)</div></div>'
+                f"(mean {_num(s['mean_labels']) or 0:.3f} labels)</div></div>"
             )
     gd = r.get("gap_decomposition")
     if gd is not None and r.datasets:
@@ -990,7 +1061,7 @@ def _cards(r: Reports, colors: dict[str, str]) -> str:
             share = f"{100 * mean_comp / mean_gap:.0f} %" if abs(mean_gap) >= MIN_GAP_FOR_SHARE else "n/a (gap < 1 pt)"
             cards.append(
                 f'<div class="card" style="--accent:{COMPOSITION_COLOR}"><div class="card-label">top-1 gap '
-                f"{_esc(a)} → {_esc(b)}</div><div class=\"card-value\">{100 * mean_gap:+.2f} pts</div>"
+                f'{_esc(a)} → {_esc(b)}</div><div class="card-value">{100 * mean_gap:+.2f} pts</div>'
                 f'<div class="card-sub">mean over {len(rows)} model(s); label-count mix explains {share}</div></div>'
             )
     ext = r.get("external_results")
@@ -1000,7 +1071,7 @@ def _cards(r: Reports, colors: dict[str, str]) -> str:
         for x in gap_summary(ext).itertuples():
             cards.append(
                 f'<div class="card" style="--accent:#6b7280"><div class="card-label">published top-1 gap val → V2 '
-                f"({_esc(x.collection)})</div><div class=\"card-value\">{100 * x.mean:+.2f} pts</div>"
+                f'({_esc(x.collection)})</div><div class="card-value">{100 * x.mean:+.2f} pts</div>'
                 f'<div class="card-sub">mean over {x.count:,} models (median {100 * x.median:+.2f})</div></div>'
             )
     return f'<div class="cards">{"".join(cards)}</div>' if cards else ""

@@ -428,9 +428,7 @@ def _plan_folder(root: _Root, layout: str, shard_size: int) -> ImagePlan:
     sorted_ids, shards = _chunk_files(entries, layout, shard_size, root.uri)
     labels = None
     if layout != "imagenet-val-flat":
-        labels = SourceLabels(
-            root.show(), f"layout:{layout}", sorted_ids, original=[classes[i] for i in sorted_ids]
-        )
+        labels = SourceLabels(root.show(), f"layout:{layout}", sorted_ids, original=[classes[i] for i in sorted_ids])
     return ImagePlan(root.show(), layout, shard_size, shards, sorted_ids, labels, skips.n, skips.examples)
 
 
@@ -988,9 +986,7 @@ def decode_image(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS):
 class WrittenShards(list):
     """The shard files :func:`write_parquet_shards` wrote (a ``list[str]`` of their paths / URIs) plus counts."""
 
-    def __init__(
-        self, paths: Sequence[str] = (), n_images: int = 0, n_errors: int = 0, errors_path: str | None = None
-    ):
+    def __init__(self, paths: Sequence[str] = (), n_images: int = 0, n_errors: int = 0, errors_path: str | None = None):
         super().__init__(paths)
         self.n_images = n_images
         self.n_errors = n_errors

@@ -102,7 +102,9 @@ def _photo(name: str):
     try:
         img = fn()
     except Exception as exc:  # noqa: BLE001 - a photo missing from the package would need a download (pooch)
-        raise MlrayError(f"demo: scikit-image's sample photo {name!r} is not in the installed package ({type(exc).__name__}: {exc})") from None
+        raise MlrayError(
+            f"demo: scikit-image's sample photo {name!r} is not in the installed package ({type(exc).__name__}: {exc})"
+        ) from None
     if name == "stereo_motorcycle":
         img = img[0]
     img = np.asarray(img)
@@ -148,7 +150,9 @@ def _prepare(out: Path, settings: dict) -> None:
         raise MlrayError(f"{out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
         if not info.is_file():
-            raise MlrayError(f"{out}: folder is not empty and is not an earlier demo output ({INFO_FILE}); choose another --out")
+            raise MlrayError(
+                f"{out}: folder is not empty and is not an earlier demo output ({INFO_FILE}); choose another --out"
+            )
         try:
             before = json.loads(info.read_text())
         except (OSError, json.JSONDecodeError):

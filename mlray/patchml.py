@@ -196,7 +196,9 @@ def checked_box(coords: Sequence[object], size: tuple[int, int], where: str) -> 
         raise MlrayError(f"{where}: box {box} has zero area (needs x0 < x1 and y0 < y1)")
     w, h = size
     if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
-        raise MlrayError(f"{where}: box {box} lies outside the image ({w} x {h}: needs 0 <= x0 < x1 <= {w}, 0 <= y0 < y1 <= {h})")
+        raise MlrayError(
+            f"{where}: box {box} lies outside the image ({w} x {h}: needs 0 <= x0 < x1 <= {w}, 0 <= y0 < y1 <= {h})"
+        )
     return box
 
 
@@ -245,7 +247,9 @@ def read_class_file(path: str | os.PathLike) -> dict[str, int]:
     if lines and not re.fullmatch(r"\s*[0-9]+\s*", lines[0].split(",")[1] if "," in lines[0] else ""):
         header = [c.strip() for c in lines[0].split(",")]
         if "class_index" not in header or not ({"file_name", "image_id", "path"} & set(header)):
-            raise MlrayError(f"{path}: line 1: a class file has file_name (or image_id/path) and class_index columns, found {header}")
+            raise MlrayError(
+                f"{path}: line 1: a class file has file_name (or image_id/path) and class_index columns, found {header}"
+            )
         name_col = next(header.index(c) for c in ("file_name", "image_id", "path") if c in header)
         cls_col = header.index("class_index")
         start = 1
@@ -304,7 +308,9 @@ def read_wsolevaluation_boxes(
         src = str(files[image_id])
         box = checked_box(cells[1:], sizes(src, where), where)
         patches.append(Patch(src, box, (classes[image_id],), where))
-    return PatchSource(f"wsolevaluation boxes {localization} + classes {class_labels} + images {images}", patches, n_entries, skipped)
+    return PatchSource(
+        f"wsolevaluation boxes {localization} + classes {class_labels} + images {images}", patches, n_entries, skipped
+    )
 
 
 def read_box_table(table: str | os.PathLike, images: str | os.PathLike) -> PatchSource:
@@ -333,7 +339,9 @@ def read_box_table(table: str | os.PathLike, images: str | os.PathLike) -> Patch
     need = ("image_id", "class", "x0", "y0", "x1", "y1")
     missing = [c for c in need if c not in columns]
     if missing:
-        raise MlrayError(f"{table}: missing column {', '.join(missing)} (a box table has {', '.join(need)}; found {', '.join(columns) or 'none'})")
+        raise MlrayError(
+            f"{table}: missing column {', '.join(missing)} (a box table has {', '.join(need)}; found {', '.join(columns) or 'none'})"
+        )
     files = _images_by_id(images)
     sizes = _Sizes()
     patches = []
@@ -365,7 +373,9 @@ def read_whole_images(folder: str | os.PathLike) -> PatchSource:
         m = WNID_RE.match(p.name)
         wnid = m.group(0) if m else (p.parent.name if p.parent != folder and WNID_RE.fullmatch(p.parent.name) else None)
         if wnid is None:
-            raise MlrayError(f"{where}: unknown class: the file name does not start with a wnid and its folder is not named by one")
+            raise MlrayError(
+                f"{where}: unknown class: the file name does not start with a wnid and its folder is not named by one"
+            )
         if wnid not in vocab.index_of:
             raise MlrayError(f"{where}: unknown class {wnid!r} (not one of the 1,000 ImageNet-1k wnids)")
         w, h = sizes(str(p), where)
@@ -384,13 +394,19 @@ def open_source(
     """The patch source the arguments name: ``whole`` (whole images with their wnid), or ``boxes`` + ``images``:
     with ``class_labels`` the box file is wsolevaluation's ``localization.txt``, without it a plain box table."""
     if (whole is None) == (boxes is None):
-        raise MlrayError("patchml: give either a box file (--boxes with --images) or a folder of whole images (--whole)")
+        raise MlrayError(
+            "patchml: give either a box file (--boxes with --images) or a folder of whole images (--whole)"
+        )
     if whole is not None:
         if images is not None or class_labels is not None:
-            raise MlrayError("patchml: --whole takes no --images or --class-labels (the class is the wnid in the file name)")
+            raise MlrayError(
+                "patchml: --whole takes no --images or --class-labels (the class is the wnid in the file name)"
+            )
         return read_whole_images(whole)
     if images is None:
-        raise MlrayError(f"patchml: {boxes}: a box file needs --images, the folder of the images the boxes are drawn on")
+        raise MlrayError(
+            f"patchml: {boxes}: a box file needs --images, the folder of the images the boxes are drawn on"
+        )
     if class_labels is not None:
         return read_wsolevaluation_boxes(boxes, class_labels, images)
     return read_box_table(boxes, images)
@@ -543,7 +559,9 @@ class _ImageCache:
         return img
 
 
-def render_grid(patches: Sequence[Patch], rows: int, cols: int, options: PatchMLOptions, cache: _ImageCache | None = None):
+def render_grid(
+    patches: Sequence[Patch], rows: int, cols: int, options: PatchMLOptions, cache: _ImageCache | None = None
+):
     """The canvas (PIL RGB image) with ``patches`` placed row by row, and each patch's canvas box."""
     from PIL import Image
 
@@ -581,7 +599,9 @@ def _prepare_out(out: Path) -> None:
         raise MlrayError(f"{out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
         if not (out / INFO_FILE).is_file():
-            raise MlrayError(f"{out}: folder is not empty and holds no earlier PatchML output ({INFO_FILE}); choose another --out")
+            raise MlrayError(
+                f"{out}: folder is not empty and holds no earlier PatchML output ({INFO_FILE}); choose another --out"
+            )
         shutil.rmtree(out / IMAGES_DIR, ignore_errors=True)
         for name in (LABELS_FILE, PATCHES_FILE, INFO_FILE):
             (out / name).unlink(missing_ok=True)
@@ -620,7 +640,9 @@ def build_patchml(
     names = [f"{r}x{c}" for r, c, _ in options.layouts]
     unknown = sorted(set(grids or {}) - set(names))
     if unknown:
-        raise MlrayError(f"patchml: grids given for layout {unknown[0]}, which is not among the layouts ({', '.join(names)})")
+        raise MlrayError(
+            f"patchml: grids given for layout {unknown[0]}, which is not among the layouts ({', '.join(names)})"
+        )
     rng = np.random.default_rng(options.seed)
     plan: list[tuple[int, int, list[int]]] = []
     for rows, cols, n in options.layouts:
@@ -628,7 +650,9 @@ def build_patchml(
         if grids is not None and name in grids:
             for i, idx in enumerate(grids[name]):
                 if len(idx) != rows * cols or any(not 0 <= j < len(pool) for j in idx):
-                    raise MlrayError(f"patchml: grid {i} of layout {name} must list {rows * cols} patch indices in 0..{len(pool) - 1}")
+                    raise MlrayError(
+                        f"patchml: grid {i} of layout {name} must list {rows * cols} patch indices in 0..{len(pool) - 1}"
+                    )
                 plan.append((rows, cols, list(idx)))
             continue
         for _ in range(n):

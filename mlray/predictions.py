@@ -123,7 +123,6 @@ def topk_from_scores(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray
     return idx, np.take_along_axis(vals, order, axis=1).astype(np.float32)
 
 
-
 def predictions_table(
     dataset: str,
     model: str,
@@ -732,9 +731,7 @@ class Aligned:
         return self.topk.shape[0]
 
 
-def align(
-    pred: pa.Table, labels: LabelArrays, dataset: str, model: str, source: str | None = None
-) -> Aligned:
+def align(pred: pa.Table, labels: LabelArrays, dataset: str, model: str, source: str | None = None) -> Aligned:
     """Lay out ``model``'s predictions on ``dataset`` (rows of ``pred`` with that dataset and model) in the row
     order of ``labels``. K is the longest stored top-k list. ``source`` names the predictions in errors (default:
     the dataset and model). Errors: no predictions for the pair, an image id predicted twice, predicted ids that

@@ -70,14 +70,18 @@ class StatsResult:
             pairs.append(entry)
         return {
             "datasets": [{k: clean(v) for k, v in s.stats.items()} for s in self.summaries],
-            "label_count_hist": {s.name: dict(zip(s.hist["n_labels"].tolist(), s.hist["n_images"].tolist())) for s in self.summaries},
+            "label_count_hist": {
+                s.name: dict(zip(s.hist["n_labels"].tolist(), s.hist["n_images"].tolist())) for s in self.summaries
+            },
             "comparisons": pairs,
             "reports": {k: str(v) for k, v in self.paths.items()},
             "seconds": round(self.seconds, 3),
         }
 
 
-def stats_report(config: RunConfig, out_dir: str | os.PathLike, top_pairs: int = 100, top_classes: int = 10) -> StatsResult:
+def stats_report(
+    config: RunConfig, out_dir: str | os.PathLike, top_pairs: int = 100, top_classes: int = 10
+) -> StatsResult:
     """Statistics for every dataset and a comparison for every pair, as Ray tasks, written as Parquet reports."""
     import ray
 
@@ -89,8 +93,12 @@ def stats_report(config: RunConfig, out_dir: str | os.PathLike, top_pairs: int =
     pair_refs = [pair_task.remote(refs[a], refs[b], top_classes) for a, b in itertools.combinations(names, 2)]
     summaries = cluster.get([refs[n] for n in names])
     comparisons = cluster.get(pair_refs)
-    comparison = pd.concat(comparisons, ignore_index=True) if comparisons else pd.DataFrame(
-        columns=["dataset_a", "dataset_b", "measure", "value", "ci_low", "ci_high", "class_index", "wnid", "name"]
+    comparison = (
+        pd.concat(comparisons, ignore_index=True)
+        if comparisons
+        else pd.DataFrame(
+            columns=["dataset_a", "dataset_b", "measure", "value", "ci_low", "ci_high", "class_index", "wnid", "name"]
+        )
     )
     frames = {
         "dataset_stats": pd.DataFrame([s.stats for s in summaries]),
@@ -151,7 +159,9 @@ def collect_predictions(paths, dataset: str | None = None, model: str | None = N
     for u in units:
         key = (u.dataset, u.model)
         if key in seen:
-            raise MlrayError(f"{u.source}: predictions of model {u.model!r} on {u.dataset!r} also come from {seen[key]}")
+            raise MlrayError(
+                f"{u.source}: predictions of model {u.model!r} on {u.dataset!r} also come from {seen[key]}"
+            )
         seen[key] = u.source
     return units
 
@@ -263,7 +273,9 @@ def score_report(
     names = [d.name for d in config.datasets]
     for u in units:
         if u.dataset not in names:
-            raise MlrayError(f"{u.source}: predictions for dataset {u.dataset!r}, which the config does not have (have: {', '.join(names)})")
+            raise MlrayError(
+                f"{u.source}: predictions for dataset {u.dataset!r}, which the config does not have (have: {', '.join(names)})"
+            )
     if not units:
         raise MlrayError("no predictions found in " + ", ".join(map(str, prediction_paths)))
     prepare = ray.remote(_prepare_labels)

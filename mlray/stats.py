@@ -215,7 +215,9 @@ def compare(a: DatasetSummary, b: DatasetSummary, top_classes: int = 10, min_cla
     rows: list[dict] = []
 
     def add(measure, value, ci=(math.nan, math.nan), cls=None):
-        rows.append({"measure": measure, "value": float(value), "ci_low": float(ci[0]), "ci_high": float(ci[1]), **(cls or {})})
+        rows.append(
+            {"measure": measure, "value": float(value), "ci_low": float(ci[0]), "ci_high": float(ci[1]), **(cls or {})}
+        )
 
     if na and nb:
         p, q = ca / na, cb / nb
@@ -231,16 +233,27 @@ def compare(a: DatasetSummary, b: DatasetSummary, top_classes: int = 10, min_cla
         add("label_count_chi2_pvalue", pvalue)
         add("label_count_chi2_dof", dof)
     xa, xb = a.stats["n_multi"], b.stats["n_multi"]
-    add("multi_fraction_difference", a.stats["multi_fraction"] - b.stats["multi_fraction"], newcombe_difference_interval(xa, na, xb, nb))
+    add(
+        "multi_fraction_difference",
+        a.stats["multi_fraction"] - b.stats["multi_fraction"],
+        newcombe_difference_interval(xa, na, xb, nb),
+    )
     add("mean_labels_difference", a.stats["mean_labels"] - b.stats["mean_labels"])
-    add("original_in_valid_fraction_difference", a.stats["original_in_valid_fraction"] - b.stats["original_in_valid_fraction"])
+    add(
+        "original_in_valid_fraction_difference",
+        a.stats["original_in_valid_fraction"] - b.stats["original_in_valid_fraction"],
+    )
 
     merged = a.classes.merge(b.classes, on=["class_index", "wnid", "name"], suffixes=("_a", "_b"))
     eligible = merged[(merged["n_valid_a"] >= min_class_images) & (merged["n_valid_b"] >= min_class_images)].copy()
     eligible["diff"] = eligible["multi_rate_a"] - eligible["multi_rate_b"]
     eligible["absdiff"] = eligible["diff"].abs()
     for r in eligible.sort_values(["absdiff", "class_index"], ascending=[False, True]).head(top_classes).itertuples():
-        add("class_multi_rate_difference", r.diff, cls={"class_index": int(r.class_index), "wnid": r.wnid, "name": r.name})
+        add(
+            "class_multi_rate_difference",
+            r.diff,
+            cls={"class_index": int(r.class_index), "wnid": r.wnid, "name": r.name},
+        )
 
     frame = pd.DataFrame(rows)
     for col in ("class_index", "wnid", "name"):

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
 import pytest
-
 from conftest import REPO, shared
+
 from mlray.cli import main
 
 
@@ -65,7 +65,9 @@ def test_score_tiny_by_hand(ray_cluster, tiny_config, tmp_path, capsys):
     assert json.loads(mm.loc[("A", "top1"), "params"])["K"] == 2
 
     sg = pd.read_parquet(out / "subgroup_metrics.parquet").set_index(["dataset", "group", "metric"])
-    assert sg.loc[("B", "2", "vtopk_all"), "value"] == pytest.approx(1 / 3) and sg.loc[("B", "2", "vtopk_all"), "n"] == 3
+    assert (
+        sg.loc[("B", "2", "vtopk_all"), "value"] == pytest.approx(1 / 3) and sg.loc[("B", "2", "vtopk_all"), "n"] == 3
+    )
 
     gd = pd.read_parquet(out / "gap_decomposition.parquet").set_index(["dataset_a", "dataset_b", "metric"])
     r = gd.loc[("A", "B", "vtopk_all")]
@@ -128,7 +130,12 @@ def test_import_results_cli(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "10.85" in text and "10.89" in text  # timm: mean and median val -> V2 gap in points
     df = pd.read_parquet(tmp_path / "external_results.parquet")
-    row = df[(df.model == "resnet50.a1_in1k") & (df.img_size == 224) & (df.dataset == "imagenetv2-matched-frequency") & (df.metric == "top1")]
+    row = df[
+        (df.model == "resnet50.a1_in1k")
+        & (df.img_size == 224)
+        & (df.dataset == "imagenetv2-matched-frequency")
+        & (df.metric == "top1")
+    ]
     assert row.value.tolist() == [0.6847]
 
 

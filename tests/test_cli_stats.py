@@ -10,8 +10,8 @@ import sys
 
 import pandas as pd
 import pytest
-
 from conftest import REPO, shared
+
 from mlray.cli import main
 from mlray.reports import STATS_REPORTS
 
@@ -34,7 +34,15 @@ def test_stats_builtin_default_in_a_fresh_process(tmp_path):
     assert (val["n_images"], val["n_labelled"], val["n_empty"], val["n_multi"]) == (50000, 46837, 3163, 7443)
     assert val["original_in_valid_fraction"] is None  # the built-in default has no original labels
     assert summary["label_count_hist"]["imagenet-val-real"] == {
-        "1": 39394, "2": 5408, "3": 1319, "4": 411, "5": 161, "6": 88, "7": 41, "8": 13, "9": 2
+        "1": 39394,
+        "2": 5408,
+        "3": 1319,
+        "4": 411,
+        "5": 161,
+        "6": 88,
+        "7": 41,
+        "8": 13,
+        "9": 2,
     }
     assert summary["comparisons"] == []
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{n}.parquet" for n in STATS_REPORTS)
@@ -51,19 +59,51 @@ def test_stats_real_v1_v2_config(ray_cluster, tmp_path, capsys):
     assert "15.89 %" in text and "48.51 %" in text and "90.02 %" in text and "89.12 %" in text
 
     ds = pd.read_parquet(out / "dataset_stats.parquet").set_index("dataset")
-    assert ds.loc["imagenet-val", ["n_images", "n_labelled", "n_empty", "n_multi"]].tolist() == [50000, 46837, 3163, 7443]
-    assert ds.loc["imagenetv2-matched-frequency", ["n_images", "n_labelled", "n_empty", "n_multi"]].tolist() == [10000, 9871, 129, 4788]
+    assert ds.loc["imagenet-val", ["n_images", "n_labelled", "n_empty", "n_multi"]].tolist() == [
+        50000,
+        46837,
+        3163,
+        7443,
+    ]
+    assert ds.loc["imagenetv2-matched-frequency", ["n_images", "n_labelled", "n_empty", "n_multi"]].tolist() == [
+        10000,
+        9871,
+        129,
+        4788,
+    ]
     assert round(ds.loc["imagenet-val", "mean_labels"], 3) == 1.229
     assert round(ds.loc["imagenetv2-matched-frequency", "mean_labels"], 3) == 1.933
 
     hist = pd.read_parquet(out / "label_count_hist.parquet")
     v2 = hist[hist.dataset == "imagenetv2-matched-frequency"]
-    assert dict(zip(v2.n_labels, v2.n_images)) == {1: 5083, 2: 2385, 3: 1306, 4: 628, 5: 237, 6: 127, 7: 48, 8: 23, 9: 18, 10: 13, 11: 1, 12: 2}
+    assert dict(zip(v2.n_labels, v2.n_images)) == {
+        1: 5083,
+        2: 2385,
+        3: 1306,
+        4: 628,
+        5: 237,
+        6: 127,
+        7: 48,
+        8: 23,
+        9: 18,
+        10: 13,
+        11: 1,
+        12: 2,
+    }
     assert v2.fraction.sum() == pytest.approx(1.0)
 
     classes = pd.read_parquet(out / "class_stats.parquet")
     assert len(classes) == 2000
-    assert list(classes.columns[:8]) == ["dataset", "class_index", "wnid", "name", "n_original", "n_valid", "multi_rate", "original_valid_rate"]
+    assert list(classes.columns[:8]) == [
+        "dataset",
+        "class_index",
+        "wnid",
+        "name",
+        "n_original",
+        "n_valid",
+        "multi_rate",
+        "original_valid_rate",
+    ]
     val_classes = classes[classes.dataset == "imagenet-val"]
     assert (val_classes.n_original == 50).all()  # 50 val images per class
     # sum of k x n_k over the histogram: 39394 + 2*5408 + 3*1319 + 4*411 + 5*161 + 6*88 + 7*41 + 8*13 + 9*2
@@ -75,8 +115,12 @@ def test_stats_real_v1_v2_config(ray_cluster, tmp_path, capsys):
 
     comp = pd.read_parquet(out / "dataset_comparison.parquet")
     assert set(comp.measure) >= {
-        "label_count_total_variation", "label_count_js_distance", "label_count_chi2_statistic",
-        "label_count_chi2_pvalue", "multi_fraction_difference", "class_multi_rate_difference",
+        "label_count_total_variation",
+        "label_count_js_distance",
+        "label_count_chi2_statistic",
+        "label_count_chi2_pvalue",
+        "multi_fraction_difference",
+        "class_multi_rate_difference",
     }
     # the reports are plain Parquet: fastparquet reads them too
     assert pd.read_parquet(out / "dataset_comparison.parquet", engine="fastparquet").shape == comp.shape

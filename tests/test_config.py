@@ -43,14 +43,23 @@ def test_default_config_is_real_in_timm():
     [
         ("datasets: []\n", "datasets: List should have at least 1 item"),
         ("dataset:\n  - name: x\n", "dataset: unknown key"),
-        ("datasets:\n  - name: x\n    labels: {multi: {format: real}}\n", "datasets[0].labels.multi.format: Input should be"),
-        ("datasets:\n  - name: x\n    labels: {multi: {format: real-json, pth: a}}\n", "datasets[0].labels.multi.pth: unknown key"),
+        (
+            "datasets:\n  - name: x\n    labels: {multi: {format: real}}\n",
+            "datasets[0].labels.multi.format: Input should be",
+        ),
+        (
+            "datasets:\n  - name: x\n    labels: {multi: {format: real-json, pth: a}}\n",
+            "datasets[0].labels.multi.pth: unknown key",
+        ),
         ("datasets:\n  - name: x\n", "datasets[0]: Value error, needs labels.original and/or labels.multi"),
         (
             "datasets:\n  - {name: x, labels: {multi: {format: real-json}}}\n  - {name: x, labels: {multi: {format: real-json}}}\n",
             "dataset name 'x' is used twice",
         ),
-        ("datasets:\n  - {name: x, on_unknown_image: ignore, labels: {multi: {format: real-json}}}\n", "on_unknown_image"),
+        (
+            "datasets:\n  - {name: x, on_unknown_image: ignore, labels: {multi: {format: real-json}}}\n",
+            "on_unknown_image",
+        ),
         ("datasets: [\n", "malformed YAML at line 2"),
         ("- 1\n- 2\n", "a run config is a mapping"),
     ],
@@ -104,7 +113,8 @@ def test_http_url_is_downloaded_once(tmp_path):
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/m.json"
         cfg_path = write(
-            tmp_path / "run.yaml", f"datasets:\n  - name: d\n    labels: {{multi: {{format: multilabelfy-json, path: '{url}'}}}}\n"
+            tmp_path / "run.yaml",
+            f"datasets:\n  - name: d\n    labels: {{multi: {{format: multilabelfy-json, path: '{url}'}}}}\n",
         )
         cfg = load_config(cfg_path)
         assert load_dataset_labels(cfg, cfg.datasets[0]).table.column("valid").to_pylist() == [[3, 4]]

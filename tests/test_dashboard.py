@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import REPO, SHARED_DATA
+
 from mlray.cli import main
 from mlray.dashboard import DATASET_COLORS, build_dashboard, load_reports
 from mlray.errors import MlrayError
@@ -260,7 +260,10 @@ def test_cli_dashboard(hand_reports, tmp_path, capsys):
     blocker.write_text("x")
     capsys.readouterr()
     assert main(["dashboard", str(hand_reports), "--out", str(blocker / "d.html")]) == 2
-    assert capsys.readouterr().err.startswith("mlray: error: ") and sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp")) == []
+    assert (
+        capsys.readouterr().err.startswith("mlray: error: ")
+        and sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp")) == []
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -298,8 +301,11 @@ def synthetic_run(root: Path) -> Path:
             original = valid[0] if rng.random() < 0.9 else int(rng.integers(CLASSES))
             rows.append((image, original, valid))
         pd.DataFrame(
-            {"image_id": [r[0] for r in rows], "label": [r[1] for r in rows],
-             "labels": [";".join(map(str, r[2])) for r in rows]}  # fmt: skip
+            {
+                "image_id": [r[0] for r in rows],
+                "label": [r[1] for r in rows],
+                "labels": [";".join(map(str, r[2])) for r in rows],
+            }  # fmt: skip
         ).to_csv(root / f"labels-{d_index}.csv", index=False)
         src = f"{{format: table, path: labels-{d_index}.csv}}"
         lines.append(f"  - {{name: {name}, labels: {{original: {src}, multi: {src}}}}}")

@@ -568,7 +568,9 @@ def test_write_parquet_shards_round_trip(tmp_path):
     assert [len(s) for s in back.shards] == [2, 2, 2, 1]
     assert back.n_skipped_non_image == 1  # errors.parquet
     got = read_all(back)
-    assert {k: v for k, v in got.items() if k.startswith("im")} == {k: (v, None) for k, v in blobs.items()}  # original bytes
+    assert {k: v for k, v in got.items() if k.startswith("im")} == {
+        k: (v, None) for k, v in blobs.items()
+    }  # original bytes
     assert [(got[k][0], got[k][1].stage) for k in ("empty", "gone")] == [(None, "read"), (None, "read")]
     assert labels_by_id(back) == {"empty": -1, "gone": 9, **{f"im{i}": i for i in range(5)}}
     assert labels_by_id(back, "valid") == {"empty": [], "gone": [9], **{f"im{i}": [i, i + 10] for i in range(5)}}

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import error_of
+
 from mlray.external import (
     COLUMNS,
     gap_summary,
@@ -104,9 +104,10 @@ def test_real_thousands_separator_row(real):
 def test_real_testbed_columns(real):
     tb = real[real["collection"] == "imagenet-testbed"]
     assert tb["img_size"].isna().all() and (tb["metric"] == "top1").all()
-    assert [value(real, "resnet50", d) for d in (
-        "imagenet-val", "imagenetv2-matched-frequency", "imagenetv2-threshold0.7", "imagenetv2-top-images"
-    )] == [0.761300048828125, 0.6320999908447266, 0.7229000091552734, 0.7772999572753906]
+    assert [
+        value(real, "resnet50", d)
+        for d in ("imagenet-val", "imagenetv2-matched-frequency", "imagenetv2-threshold0.7", "imagenetv2-top-images")
+    ] == [0.761300048828125, 0.6320999908447266, 0.7229000091552734, 0.7772999572753906]
     assert value(real, "FixResNeXt101_32x48d_v2", "imagenetv2-matched-frequency") == 0.7793999481201172
     assert tb["model"].nunique() == 335  # 338 rows; 3 subsampled-class models have no val value
 

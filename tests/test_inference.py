@@ -12,17 +12,18 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
+from conftest import shared
 from PIL import Image
 
-from conftest import shared
 from mlray.config import load_config
 from mlray.errors import MlrayError
 from mlray.inference import run_inference
 from mlray.models import ModelSpec, build_model, resolve_preprocessing
 from mlray.predictions import read_predictions, softmax, topk_from_scores
 
-
-VAL_LABELS = "    labels:\n      original: {{format: imagenetv2-json, path: {gt}}}\n      multi: {{format: real-json}}\n"
+VAL_LABELS = (
+    "    labels:\n      original: {{format: imagenetv2-json, path: {gt}}}\n      multi: {{format: real-json}}\n"
+)
 
 
 def write_config(tmp_path, images, models, shard_size=30, labels=True, extra="", name="run.yaml"):
@@ -98,7 +99,10 @@ def test_top20_equals_a_plain_timm_loop_and_resume_redoes_only_missing_shards(ra
     assert main(["evaluate", str(tmp_path / "run.yaml"), "--out", str(out), "--n-boot", "0"]) == 0
     mm = pd.read_parquet(out / "reports" / "model_metrics.parquet").set_index("metric")
     assert (mm.loc["top1", "n"], mm.loc["top1", "value"]) == (89, pytest.approx(sum(top1) / 89))
-    assert (mm.loc["real_top1", "n"], mm.loc["real_top1", "value"]) == (len(real_top1), pytest.approx(sum(real_top1) / len(real_top1)))
+    assert (mm.loc["real_top1", "n"], mm.loc["real_top1", "value"]) == (
+        len(real_top1),
+        pytest.approx(sum(real_top1) / len(real_top1)),
+    )
     assert sum(top1) == 63 and (sum(real_top1), len(real_top1)) == (69, 84)  # 70.79 % and 82.14 %
 
     # resume: lose one shard (as a run killed before writing it would) -> only that shard is redone
@@ -127,13 +131,26 @@ def test_bad_images_go_to_the_errors_table_and_counts_reconcile(ray_cluster, tmp
     (folder / "ILSVRC2012_val_00090002.JPEG").write_bytes(b"")  # zero bytes
     (folder / "ILSVRC2012_val_00090003.JPEG").write_text("not an image at all")
     (folder / "README.txt").write_text("skipped by extension")
-    cfg = write_config(tmp_path, folder, [("tf_efficientnet_lite0", "pypi"), ("mobilenetv3_small_050", "none")], shard_size=4, labels=False)
+    cfg = write_config(
+        tmp_path,
+        folder,
+        [("tf_efficientnet_lite0", "pypi"), ("mobilenetv3_small_050", "none")],
+        shard_size=4,
+        labels=False,
+    )
     out = tmp_path / "out"
     result = run_inference(cfg, out)
     for model in ("tf_efficientnet_lite0", "mobilenetv3_small_050"):
         assert result.counts[("photos", model)] == {"images": 6, "predictions": 3, "errors": 3}
-    errors = pq.read_table(next((out / "errors").glob("dataset=photos/model=tf_efficientnet_lite0"))).to_pandas().set_index("image_id")
-    assert errors.loc["ILSVRC2012_val_00090001", "stage"] == "decode" and "truncated" in errors.loc["ILSVRC2012_val_00090001", "error"]
+    errors = (
+        pq.read_table(next((out / "errors").glob("dataset=photos/model=tf_efficientnet_lite0")))
+        .to_pandas()
+        .set_index("image_id")
+    )
+    assert (
+        errors.loc["ILSVRC2012_val_00090001", "stage"] == "decode"
+        and "truncated" in errors.loc["ILSVRC2012_val_00090001", "error"]
+    )
     assert errors.loc["ILSVRC2012_val_00090002", "error"] == "empty file"
     assert errors.loc["ILSVRC2012_val_00090003", "error"].startswith("not an image")
     # two models with different preprocessing shared one read + decode: both have the same 3 images
@@ -141,8 +158,13 @@ def test_bad_images_go_to_the_errors_table_and_counts_reconcile(ray_cluster, tmp
     assert sorted(preds.groupby("model").size().tolist()) == [3, 3]
 
     # the same --out with another shard_size would mix two plans: refused, naming the folder and a stale part
-    cfg3 = write_config(tmp_path, folder, [("tf_efficientnet_lite0", "pypi")], shard_size=3, labels=False, name="three.yaml")
-    with pytest.raises(MlrayError, match=r"dataset=photos/model=tf_efficientnet_lite0: holds 2 part\(s\) of shards this run does not plan \(part-s00000-[0-9a-f]{8}\.parquet, part-s00001-[0-9a-f]{8}\.parquet\): the images or the shard_size changed"):
+    cfg3 = write_config(
+        tmp_path, folder, [("tf_efficientnet_lite0", "pypi")], shard_size=3, labels=False, name="three.yaml"
+    )
+    with pytest.raises(
+        MlrayError,
+        match=r"dataset=photos/model=tf_efficientnet_lite0: holds 2 part\(s\) of shards this run does not plan \(part-s00000-[0-9a-f]{8}\.parquet, part-s00001-[0-9a-f]{8}\.parquet\): the images or the shard_size changed",
+    ):
         run_inference(cfg3, out)
 
 
@@ -167,8 +189,27 @@ def test_mlray_shard_then_parquet_shards_and_webdataset_inputs_give_the_same_pre
 
     files = copy_photos(tmp_path / "flat", 10)
     write_config(tmp_path, tmp_path / "flat", [], name="flat.yaml")
-    assert main(["shard", str(tmp_path / "flat.yaml"), "--dataset", "photos", "--out", str(tmp_path / "pq"), "--shard-size", "4"]) == 0
-    assert sorted(p.name for p in (tmp_path / "pq").iterdir()) == ["errors.parquet", "part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    assert (
+        main(
+            [
+                "shard",
+                str(tmp_path / "flat.yaml"),
+                "--dataset",
+                "photos",
+                "--out",
+                str(tmp_path / "pq"),
+                "--shard-size",
+                "4",
+            ]
+        )
+        == 0
+    )
+    assert sorted(p.name for p in (tmp_path / "pq").iterdir()) == [
+        "errors.parquet",
+        "part-00000.parquet",
+        "part-00001.parquet",
+        "part-00002.parquet",
+    ]
     # a second conversion into the same folder is refused (never mixes two datasets' shards)
     assert main(["shard", str(tmp_path / "flat.yaml"), "--dataset", "photos", "--out", str(tmp_path / "pq")]) == 2
 
@@ -188,7 +229,9 @@ def test_mlray_shard_then_parquet_shards_and_webdataset_inputs_give_the_same_pre
     cfg = load_config(tmp_path / "all.yaml")
     # the labels travelled inside the Parquet shards: identical to the flat dataset's joined labels
     shard_labels = load_dataset_labels(cfg, cfg.dataset("shards")).table
-    assert shard_labels.select(["image_id", "original", "valid"]).equals(flat_labels.select(["image_id", "original", "valid"]))
+    assert shard_labels.select(["image_id", "original", "valid"]).equals(
+        flat_labels.select(["image_id", "original", "valid"])
+    )
     wds_labels = load_dataset_labels(cfg, cfg.dataset("wds")).table
     assert wds_labels.column("original").to_pylist() == flat_labels.column("original").to_pylist()
 
@@ -253,7 +296,9 @@ def test_a_run_killed_midway_resumes_without_duplicates_and_gives_the_same_resul
 
     copy_photos(tmp_path / "imgs", 40)
     extra = "inference: {batch_size: 4, decode_batch_size: 4}\n"
-    cfg = write_config(tmp_path, tmp_path / "imgs", [("tf_efficientnet_lite0", "pypi")], shard_size=4, labels=False, extra=extra)
+    cfg = write_config(
+        tmp_path, tmp_path / "imgs", [("tf_efficientnet_lite0", "pypi")], shard_size=4, labels=False, extra=extra
+    )
     killed = tmp_path / "killed"
     parts = killed / "predictions" / "dataset=photos" / "model=tf_efficientnet_lite0"
     ray_tmp = tempfile.mkdtemp(prefix="mlk", dir="/tmp")  # short: Ray's socket paths have a length limit
@@ -264,7 +309,9 @@ def test_a_run_killed_midway_resumes_without_duplicates_and_gives_the_same_resul
     try:
         deadline = time.monotonic() + 240
         while not list(parts.glob("part-*.parquet")):
-            assert proc.poll() is None, "the run ended before storing a shard: " + (tmp_path / "run.log").read_text()[-2000:]
+            assert proc.poll() is None, (
+                "the run ended before storing a shard: " + (tmp_path / "run.log").read_text()[-2000:]
+            )
             assert time.monotonic() < deadline, "no shard stored within 240 s"
             time.sleep(0.02)
     finally:
@@ -285,7 +332,11 @@ def test_a_run_killed_midway_resumes_without_duplicates_and_gives_the_same_resul
     assert reference.images_processed["photos"] == 40
     # 10 model batches of 4: a steady rate from the batches after the first, recorded in the manifest too
     rate = reference.steady_images_per_second["tf_efficientnet_lite0"]
-    assert rate > 0 and json.loads(reference.manifest.read_text())["models"]["tf_efficientnet_lite0"]["steady_images_per_second"] == rate
+    assert (
+        rate > 0
+        and json.loads(reference.manifest.read_text())["models"]["tf_efficientnet_lite0"]["steady_images_per_second"]
+        == rate
+    )
     resumed, clean = stored_topk(killed), stored_topk(tmp_path / "reference")  # stored_topk asserts no duplicates
     assert resumed.keys() == clean.keys() and len(resumed) == 40
     for key, (idx, prob) in clean.items():
@@ -304,7 +355,9 @@ def test_hardware_defaults_never_ask_for_more_gpus_than_the_cluster_has():
     assert _defaults(InferenceConfig(actors_per_model=2), gpus=8, cpus=64, n_models=926)["models_per_pass"] == 4
     assert _defaults(InferenceConfig(), gpus=4, cpus=32, n_models=2)["cpus_per_actor"] == 0.0  # decoding has the CPUs
     # a user setting that needs more GPUs at once than exist would wait forever: refused with the arithmetic
-    with pytest.raises(MlrayError, match=r"8 models per pass x 4 actors per model need 32 GPUs at once, but the cluster has 4"):
+    with pytest.raises(
+        MlrayError, match=r"8 models per pass x 4 actors per model need 32 GPUs at once, but the cluster has 4"
+    ):
         _defaults(InferenceConfig(models_per_pass=8), gpus=4, cpus=32, n_models=926)
     # device: gpu (an autoscaling cluster) may ask for more than is there now
     assert _defaults(InferenceConfig(device="gpu", actors_per_model=8), gpus=1, cpus=8, n_models=3)["actors"] == 8
@@ -312,7 +365,9 @@ def test_hardware_defaults_never_ask_for_more_gpus_than_the_cluster_has():
     hw = _defaults(InferenceConfig(), gpus=0, cpus=2, n_models=3)
     assert (hw["actors"], hw["models_per_pass"], hw["cpu_threads"], hw["batch_size"]) == (1, 3, 1, 32)
     assert hw["cpus_per_actor"] == pytest.approx((2 - 1) / 3)
-    assert _defaults(InferenceConfig(models_per_pass=2), gpus=0, cpus=9, n_models=5)["cpus_per_actor"] == 4.0  # (9 - 1) / 2
+    assert (
+        _defaults(InferenceConfig(models_per_pass=2), gpus=0, cpus=9, n_models=5)["cpus_per_actor"] == 4.0
+    )  # (9 - 1) / 2
 
 
 @pytest.mark.integration
@@ -320,7 +375,9 @@ def test_hardware_defaults_never_ask_for_more_gpus_than_the_cluster_has():
 def test_models_in_passes_give_the_same_store_as_one_pass(ray_cluster, tmp_path):
     copy_photos(tmp_path / "imgs", 4)
     models = [("tf_efficientnet_lite0", "pypi"), ("mobilenetv3_small_050", "none")]
-    one = write_config(tmp_path, tmp_path / "imgs", models, shard_size=2, labels=False, extra="inference: {device: cpu}\n")
+    one = write_config(
+        tmp_path, tmp_path / "imgs", models, shard_size=2, labels=False, extra="inference: {device: cpu}\n"
+    )
     two = write_config(tmp_path, tmp_path / "imgs", models, shard_size=2, labels=False, name="two.yaml",
                        extra="inference: {models_per_pass: 1}\n")  # fmt: skip
     a = run_inference(one, tmp_path / "a")

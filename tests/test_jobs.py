@@ -32,8 +32,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import yaml
-
 from conftest import REPO, shared
+
 from mlray.predictions import read_predictions
 
 JOBS = REPO / "jobs"
@@ -167,14 +167,21 @@ def test_example_configs_load_offline(monkeypatch):
     ]
     assert all(d.images.startswith("s3://YOUR-BUCKET/") for d in paper.datasets)
     val, mf = paper.datasets[0], paper.datasets[1]
-    assert (val.labels.original.format, val.labels.multi.format, val.labels.multi.path) == ("imagenetv2-json", "real-json", None)
+    assert (val.labels.original.format, val.labels.multi.format, val.labels.multi.path) == (
+        "imagenetv2-json",
+        "real-json",
+        None,
+    )
     assert val.labels.original.path.startswith("https://raw.githubusercontent.com/modestyachts/ImageNetV2/0b0c3fe8")
     assert mf.labels.multi.format == "multilabelfy-json"
     assert mf.labels.multi.path.startswith("https://raw.githubusercontent.com/esla/Multilabelfy/650a1736")
     assert [m.name for m in paper.models] == ["models-paper.txt"]
 
     variant = load_config(CONFIGS / "new-variant.yaml")
-    assert [(d.name, d.layout) for d in variant.datasets] == [("imagenet-val", "imagenet-val-flat"), ("my-variant", "manifest")]
+    assert [(d.name, d.layout) for d in variant.datasets] == [
+        ("imagenet-val", "imagenet-val-flat"),
+        ("my-variant", "manifest"),
+    ]
     assert variant.datasets[1].images == "s3://YOUR-BUCKET/my-variant/manifest.csv"
     names = [s.name for s in model_specs(variant.models, variant.base_dir)]
     assert names == [
@@ -190,7 +197,11 @@ def test_paper_model_list_is_hundreds_of_real_imagenet1k_timm_classifiers():
     from mlray.config import load_config
     from mlray.inference import model_specs
 
-    listed = [ln.strip() for ln in (CONFIGS / "models-paper.txt").read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    listed = [
+        ln.strip()
+        for ln in (CONFIGS / "models-paper.txt").read_text().splitlines()
+        if ln.strip() and not ln.startswith("#")
+    ]
     cfg = load_config(CONFIGS / "imagenet-v1-v2.yaml")
     specs = model_specs(cfg.models, cfg.base_dir)  # each name checked against timm's registry (offline)
     assert [s.name for s in specs] == listed and len(listed) == len(set(listed)) == 926
@@ -300,8 +311,18 @@ def test_evaluate_job_to_a_uri_resumes_from_the_remote_store_and_score_job_reads
     parts = sorted(p.name for p in store.iterdir())
     assert [p[: len("part-s00000-")] for p in parts] == ["part-s00000-", "part-s00001-"]  # + digest of the ids
     assert sorted(p.name for p in (remote / "reports").glob("*.parquet")) == sorted(
-        f"{n}.parquet" for n in ("dataset_stats", "label_count_hist", "class_stats", "cooccurrence", "dataset_comparison",
-                                 "model_metrics", "subgroup_metrics", "gap_decomposition", "class_metrics")  # fmt: skip
+        f"{n}.parquet"
+        for n in (
+            "dataset_stats",
+            "label_count_hist",
+            "class_stats",
+            "cooccurrence",
+            "dataset_comparison",
+            "model_metrics",
+            "subgroup_metrics",
+            "gap_decomposition",
+            "class_metrics",
+        )  # fmt: skip
     )
     preds = read_predictions(remote / "predictions").to_pandas()
     assert sorted(preds.image_id) == VAL6
@@ -370,7 +391,11 @@ def test_stats_job_adds_a_new_variant_from_a_manifest(ray_cluster, tmp_path, cap
 
     ds = pd.read_parquet(remote / "dataset_stats.parquet").set_index("dataset")
     counts = [len(real[int(s[-8:]) - 1]) for s in variant_stems]
-    assert ds.loc["my-variant", ["n_images", "n_labelled", "n_multi"]].tolist() == [6, sum(c > 0 for c in counts), sum(c >= 2 for c in counts)]
+    assert ds.loc["my-variant", ["n_images", "n_labelled", "n_multi"]].tolist() == [
+        6,
+        sum(c > 0 for c in counts),
+        sum(c >= 2 for c in counts),
+    ]
     inside = sum(orig[s] in real[int(s[-8:]) - 1] for s in variant_stems) / sum(c > 0 for c in counts)
     assert ds.loc["my-variant", "original_in_valid_fraction"] == pytest.approx(inside)
     comp = pd.read_parquet(remote / "dataset_comparison.parquet")
@@ -394,7 +419,12 @@ def test_job_errors_are_one_line_with_exit_status_2(ray_cluster, tmp_path, capsy
     assert err.startswith("mlray: error: nosuchscheme://bucket/x: not a usable output URI (") and err.count("\n") == 1
     # --gpus on a cluster that cannot grow: the wait ends with one line, the autoscaler request is withdrawn
     out = tmp_path / "gpu-out"
-    assert evaluate_job.run_main(evaluate_job.main, [str(CONFIGS / "new-variant.yaml"), "--out", str(out), "--gpus", "1", "--gpu-wait", "1"]) == 2
+    assert (
+        evaluate_job.run_main(
+            evaluate_job.main, [str(CONFIGS / "new-variant.yaml"), "--out", str(out), "--gpus", "1", "--gpu-wait", "1"]
+        )
+        == 2
+    )
     captured = capsys.readouterr()
     assert "waiting for GPUs: 0 of 1 after 0 s" in captured.out
     assert captured.err == (
@@ -446,15 +476,16 @@ def free_port_range(size: int = 100) -> int:
 
 def ray_env() -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
-    env.update(RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}")
+    env.update(
+        RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    )
     return env
 
 
 def vendored_psutil():
     """psutil as Ray ships it (``import ray`` puts ray/thirdparty_files on sys.path)."""
-    import ray  # noqa: F401
-
     import psutil
+    import ray  # noqa: F401
 
     return psutil
 
@@ -535,7 +566,9 @@ def local_head():
         deadline = time.monotonic() + 90
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"ray start exited with {proc.returncode}: {(temp / 'ray-start.log').read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"ray start exited with {proc.returncode}: {(temp / 'ray-start.log').read_text()[-2000:]}"
+                )
             try:
                 with urllib.request.urlopen(f"{address}/api/version", timeout=2) as resp:
                     if resp.status == 200:
@@ -543,7 +576,9 @@ def local_head():
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the job API at {address} did not come up: {(temp / 'ray-start.log').read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"the job API at {address} did not come up: {(temp / 'ray-start.log').read_text()[-2000:]}"
+                )
             time.sleep(0.5)
         tree = psutil.Process(proc.pid).children(recursive=True)
         yield {"jobs": address, "gcs_port": gcs}

@@ -8,8 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import shared
+
 from mlray.errors import MlrayError
 from mlray.labels import (
     LABELS_SCHEMA,
@@ -48,7 +48,10 @@ def test_vocabulary_from_timm():
 def test_image_id_from_name():
     assert image_id_from_name("ILSVRC2012_val_00000001.JPEG") == "ILSVRC2012_val_00000001"
     assert image_id_from_name("val/n01440764/ILSVRC2012_val_00000293.JPEG") == "ILSVRC2012_val_00000293"
-    assert image_id_from_name("f4603db396353d99a52840da512a04c1f79b1fef.jpeg") == "f4603db396353d99a52840da512a04c1f79b1fef"
+    assert (
+        image_id_from_name("f4603db396353d99a52840da512a04c1f79b1fef.jpeg")
+        == "f4603db396353d99a52840da512a04c1f79b1fef"
+    )
     assert image_id_from_name("25949dd0704552263197b05a8359771a4192ff45") == "25949dd0704552263197b05a8359771a4192ff45"
     assert image_id_from_name("photo.v2.png") == "photo.v2"
     assert image_id_from_name("archive.tar") == "archive.tar"  # not an image extension: kept
@@ -82,7 +85,9 @@ def test_multilabelfy_json(tmp_path):
 def test_imagenetv2_json(tmp_path):
     path = write(
         tmp_path / "v2.json",
-        json.dumps({"seed": 1, "image_filenames": [["aa", "n01440764"], ["ILSVRC2012_val_00000002.JPEG", "n15075141"]]}),
+        json.dumps(
+            {"seed": 1, "image_filenames": [["aa", "n01440764"], ["ILSVRC2012_val_00000002.JPEG", "n15075141"]]}
+        ),
     )
     src = read_source("imagenetv2-json", path)
     assert src.image_ids == ["aa", "ILSVRC2012_val_00000002"]
@@ -93,7 +98,7 @@ def test_tfds_multilabel_csv(tmp_path):
     path = write(
         tmp_path / "t.csv",
         "id,category,original_label,proposed_labels,manually_validated,unclear_multi_labels,wrong_multi_labels,is_problematic\n"
-        'ILSVRC2012_val_00000001.JPEG,A,24,24,True,,,False\n'
+        "ILSVRC2012_val_00000001.JPEG,A,24,24,True,,,False\n"
         'ILSVRC2012_val_00000002.JPEG,M,582,"415, 813, 868",True,,"467, 582",True\n'
         'ILSVRC2012_val_00000003.JPEG,Z,7,,True,"3, 4",,False\n',
     )
@@ -124,7 +129,13 @@ def test_table_csv_and_parquet(tmp_path):
     assert src.original == [3, -1, -1]
     assert src.valid == [[3, 4], [], [7]]
     pq.write_table(
-        pa.table({"image_id": ["x", "y"], "labels": pa.array([[1, 2], None], type=pa.list_(pa.int64())), "problematic": [True, False]}),
+        pa.table(
+            {
+                "image_id": ["x", "y"],
+                "labels": pa.array([[1, 2], None], type=pa.list_(pa.int64())),
+                "problematic": [True, False],
+            }
+        ),
         tmp_path / "t.parquet",
     )
     src = read_source("table", tmp_path / "t.parquet")
@@ -163,11 +174,15 @@ def test_bad_unknown_wnid(tmp_path):
 
 
 def test_bad_malformed_json(tmp_path):
-    expect_error("malformed JSON at line 2 column", "multilabelfy-json", write(tmp_path / "m.json", '{"a.jpeg": [1],\n "b.jpeg" [2]}'))
+    expect_error(
+        "malformed JSON at line 2 column",
+        "multilabelfy-json",
+        write(tmp_path / "m.json", '{"a.jpeg": [1],\n "b.jpeg" [2]}'),
+    )
 
 
 def test_bad_malformed_csv(tmp_path):
-    path = write(tmp_path / "t.csv", 'image_id,label\na,1\nb,2,3,4\n')
+    path = write(tmp_path / "t.csv", "image_id,label\na,1\nb,2,3,4\n")
     expect_error("malformed CSV", "table", path)
 
 
@@ -221,9 +236,15 @@ def test_bad_format_and_missing_path(tmp_path):
 def _sources(tmp_path):
     original = read_source(
         "imagenetv2-json",
-        write(tmp_path / "o.json", json.dumps({"image_filenames": [["a", "n01440764"], ["b", "n01443537"], ["c", "n01484850"]]})),
+        write(
+            tmp_path / "o.json",
+            json.dumps({"image_filenames": [["a", "n01440764"], ["b", "n01443537"], ["c", "n01484850"]]}),
+        ),
     )
-    multi = read_source("multilabelfy-json", write(tmp_path / "m.json", json.dumps({"a.jpeg": ["0", "5"], "c.jpeg": [], "zz.jpeg": ["1"]})))
+    multi = read_source(
+        "multilabelfy-json",
+        write(tmp_path / "m.json", json.dumps({"a.jpeg": ["0", "5"], "c.jpeg": [], "zz.jpeg": ["1"]})),
+    )
     return original, multi
 
 
@@ -255,7 +276,7 @@ def test_join_with_skip_policy_counts_what_it_skips(tmp_path):
 def test_multi_only_dataset_takes_originals_from_tfds(tmp_path):
     path = write(
         tmp_path / "t.csv",
-        "id,original_label,proposed_labels,unclear_multi_labels,is_problematic\nx.JPEG,3,\"3, 4\",,False\ny.JPEG,9,1,2,True\n",
+        'id,original_label,proposed_labels,unclear_multi_labels,is_problematic\nx.JPEG,3,"3, 4",,False\ny.JPEG,9,1,2,True\n',
     )
     d = build_dataset_labels("t", None, read_source("tfds-multilabel-csv", path))
     assert d.table.column("original").to_pylist() == [3, 9]
@@ -300,27 +321,57 @@ def test_real_imagenetv2_matched_frequency_refined_labels():
     multi = read_source("multilabelfy-json", shared("multilabelfy-imagenetv2", "imagenetv2_refined_labels.json"))
     a = build_dataset_labels("v2", original, multi).arrays()
     s = dataset_stats("v2", a)
-    assert (s["n_images"], s["n_labelled"], s["n_empty"], s["n_multi"], s["n_unannotated"]) == (10_000, 9_871, 129, 4_788, 0)
+    assert (s["n_images"], s["n_labelled"], s["n_empty"], s["n_multi"], s["n_unannotated"]) == (
+        10_000,
+        9_871,
+        129,
+        4_788,
+        0,
+    )
     assert round(s["multi_fraction"], 4) == 0.4851
     assert round(s["mean_labels"], 3) == 1.933
     assert round(s["original_in_valid_fraction"] * s["n_labelled"]) == 8_797
     assert round(s["original_in_valid_fraction"], 4) == 0.8912
     h = label_count_hist("v2", a)
     assert dict(zip(h.n_labels, h.n_images)) == {
-        1: 5083, 2: 2385, 3: 1306, 4: 628, 5: 237, 6: 127, 7: 48, 8: 23, 9: 18, 10: 13, 11: 1, 12: 2
+        1: 5083,
+        2: 2385,
+        3: 1306,
+        4: 628,
+        5: 237,
+        6: 127,
+        7: 48,
+        8: 23,
+        9: 18,
+        10: 13,
+        11: 1,
+        12: 2,
     }
 
 
 @pytest.mark.integration
 def test_real_tfds_multilabel_csv():
-    d = build_dataset_labels("shankar", None, read_source("tfds-multilabel-csv", shared("tfds-imagenet2012-multilabel", "multilabel.csv")))
+    d = build_dataset_labels(
+        "shankar", None, read_source("tfds-multilabel-csv", shared("tfds-imagenet2012-multilabel", "multilabel.csv"))
+    )
     a = d.arrays()
     assert a.n == 20_000
     assert int(a.problematic.sum()) == 1_308
     # SOURCE.md counts row 6467 (ILSVRC2012_val_00000955: "872, 759, 622, 622") as 4 labels; it is 3 distinct ones
     assert d.merged_duplicates == 1
     counts = np.bincount(a.counts)
-    assert dict(enumerate(counts.tolist())) == {0: 451, 1: 15892, 2: 2784, 3: 580, 4: 223, 5: 52, 6: 16, 7: 1, 8: 0, 9: 1}
+    assert dict(enumerate(counts.tolist())) == {
+        0: 451,
+        1: 15892,
+        2: 2784,
+        3: 580,
+        4: 223,
+        5: 52,
+        6: 16,
+        7: 1,
+        8: 0,
+        9: 1,
+    }
     # original labels agree with the ILSVRC ground truth for every row
     truth = read_source("imagenetv2-json", shared("imagenetv2", "imagenet-validation-original.json"))
     gt = dict(zip(truth.image_ids, truth.original))
@@ -332,7 +383,9 @@ def test_real_derived_csv_as_table_equals_imagenetv2_json(tmp_path):
     """The derived 50k ground-truth CSV read as a `table` (after renaming its columns) gives the same labels."""
     import pandas as pd
 
-    frame = pd.read_csv(shared("derived", "ilsvrc2012_val_labels.csv")).rename(columns={"file_name": "image_id", "class_index": "label"})
+    frame = pd.read_csv(shared("derived", "ilsvrc2012_val_labels.csv")).rename(
+        columns={"file_name": "image_id", "class_index": "label"}
+    )
     frame[["image_id", "label"]].to_csv(tmp_path / "gt.csv", index=False)
     table = read_source("table", tmp_path / "gt.csv")
     v2json = read_source("imagenetv2-json", shared("imagenetv2", "imagenet-validation-original.json"))

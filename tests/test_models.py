@@ -145,14 +145,25 @@ def test_resolve_preprocessing_resnet_and_overrides():
     test = resolve_preprocessing(ModelSpec("resnet50.a1_in1k", use_test_size=True))
     assert (test.input_size, test.crop_pct) == ((3, 288, 288), 1.0)
     over = resolve_preprocessing(
-        ModelSpec("resnet50.a1_in1k", input_size=256, crop_pct=1.0, crop_mode="squash", interpolation="bilinear",
-                  mean=[0.5, 0.5, 0.5], std=(0.25, 0.25, 0.25))
+        ModelSpec(
+            "resnet50.a1_in1k",
+            input_size=256,
+            crop_pct=1.0,
+            crop_mode="squash",
+            interpolation="bilinear",
+            mean=[0.5, 0.5, 0.5],
+            std=(0.25, 0.25, 0.25),
+        )
     )
     assert over == Preprocessing((3, 256, 256), 1.0, "squash", "bilinear", (0.5,) * 3, (0.25,) * 3)
     assert resolve_preprocessing(ModelSpec("resnet50.a1_in1k", input_size=[3, 200, 240])).input_size == (3, 200, 240)
     assert over.to_dict() == {
-        "input_size": [3, 256, 256], "crop_pct": 1.0, "crop_mode": "squash", "interpolation": "bilinear",
-        "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25],
+        "input_size": [3, 256, 256],
+        "crop_pct": 1.0,
+        "crop_mode": "squash",
+        "interpolation": "bilinear",
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.25, 0.25, 0.25],
     }
 
 
@@ -221,8 +232,10 @@ def test_expand_wildcard():
 
 def test_expand_list_file(tmp_path):
     listfile = tmp_path / "models.txt"
-    listfile.write_text("# my models\n\nresnet50.a1_in1k   # inline comment\n  tf_efficientnet_lite0\n"
-                        "tf_efficientnet_lite*\nresnet50.a1_in1k\n")
+    listfile.write_text(
+        "# my models\n\nresnet50.a1_in1k   # inline comment\n  tf_efficientnet_lite0\n"
+        "tf_efficientnet_lite*\nresnet50.a1_in1k\n"
+    )
     names = expand_model_names(listfile, weights="none")
     assert names == ["resnet50.a1_in1k", "tf_efficientnet_lite0", *timm.list_models("tf_efficientnet_lite[1-4]")]
     assert expand_model_names(str(listfile), weights="none") == names
@@ -348,5 +361,8 @@ def test_hub_wildcards_keep_only_imagenet_1k_heads_and_a_named_in12k_head_is_an_
     names = expand_model_names("efficientnet_b5*", weights="hub")
     # timm lists efficientnet_b5.sw_in12k (11,821 classes) and its in1k fine-tune; only the latter is evaluable
     assert "efficientnet_b5.sw_in12k" not in names and "efficientnet_b5.sw_in12k_ft_in1k" in names
-    with pytest.raises(MlrayError, match=r"'efficientnet_b5\.sw_in12k' has a 11,821-class head, not ImageNet-1k .*efficientnet_b5\.sw_in12k_ft_in1k"):
+    with pytest.raises(
+        MlrayError,
+        match=r"'efficientnet_b5\.sw_in12k' has a 11,821-class head, not ImageNet-1k .*efficientnet_b5\.sw_in12k_ft_in1k",
+    ):
         expand_model_names("efficientnet_b5.sw_in12k", weights="hub")

@@ -8,9 +8,9 @@ import re
 
 import numpy as np
 import pytest
+from conftest import shared
 from PIL import Image
 
-from conftest import shared
 from mlray.cli import main
 from mlray.config import load_dataset_labels, parse_config
 from mlray.errors import MlrayError
@@ -25,12 +25,19 @@ from mlray.patchml import (
     parse_layouts,
     read_box_table,
     read_class_file,
-    read_wsolevaluation_boxes,
     read_whole_images,
+    read_wsolevaluation_boxes,
 )
 
 # class index -> a solid colour; every source image is one colour, so every pixel of a placed patch is known
-COLOURS = {0: (200, 10, 10), 1: (10, 200, 10), 2: (10, 10, 200), 3: (200, 200, 10), 4: (10, 200, 200), 5: (200, 10, 200)}
+COLOURS = {
+    0: (200, 10, 10),
+    1: (10, 200, 10),
+    2: (10, 10, 200),
+    3: (200, 200, 10),
+    4: (10, 200, 200),
+    5: (200, 10, 200),
+}
 BG = (1, 2, 3)
 
 
@@ -155,7 +162,9 @@ def test_same_seed_gives_byte_identical_output(six_classes, tmp_path):
     again = build_patchml(six_classes, opts, tmp_path / "a")
     assert sorted(p.relative_to(again.out) for p in again.out.rglob("*") if p.is_file()) == files_a
     assert (tmp_path / "a" / "labels.csv").read_bytes() == (tmp_path / "b" / "labels.csv").read_bytes()
-    other = build_patchml(six_classes, PatchMLOptions(layouts=opts.layouts, patch_size=24, spacing=2, seed=4), tmp_path / "c")
+    other = build_patchml(
+        six_classes, PatchMLOptions(layouts=opts.layouts, patch_size=24, spacing=2, seed=4), tmp_path / "c"
+    )
     assert other.labels.read_bytes() != a.labels.read_bytes()
 
 
@@ -166,9 +175,14 @@ def test_distinct_classes_and_repeats(tmp_path):
     source = read_box_table(box_table(tmp_path / "boxes.csv", rows), images)
     res = build_patchml(source, PatchMLOptions(layouts=((1, 2, 10),), patch_size=8), tmp_path / "d")
     assert {r["labels"] for r in read_rows(res.labels)} == {"0;1"}
-    with pytest.raises(MlrayError, match=r"^patchml: layout 1x3 needs 3 patches of distinct classes per image, but the source's patches cover only 2 classes"):
+    with pytest.raises(
+        MlrayError,
+        match=r"^patchml: layout 1x3 needs 3 patches of distinct classes per image, but the source's patches cover only 2 classes",
+    ):
         build_patchml(source, PatchMLOptions(layouts=((1, 3, 1),), patch_size=8), tmp_path / "e")
-    rep = build_patchml(source, PatchMLOptions(layouts=((1, 3, 10),), patch_size=8, distinct=False, seed=0), tmp_path / "f")
+    rep = build_patchml(
+        source, PatchMLOptions(layouts=((1, 3, 10),), patch_size=8, distinct=False, seed=0), tmp_path / "f"
+    )
     labels = read_rows(rep.labels)
     assert all(r["labels"] in ("0", "0;1") for r in labels)
     assert any(r["labels"] == "0" for r in labels)  # three class-0 boxes in one image: one distinct class placed
@@ -189,12 +203,18 @@ def test_min_patch_size_skips_and_counts(tmp_path):
 @pytest.mark.parametrize(
     "row, message",
     [
-        (["a", 0, 0, 0, 41, 30], "row 3: box (0, 0, 41, 30) lies outside the image (40 x 30: needs 0 <= x0 < x1 <= 40, 0 <= y0 < y1 <= 30)"),
+        (
+            ["a", 0, 0, 0, 41, 30],
+            "row 3: box (0, 0, 41, 30) lies outside the image (40 x 30: needs 0 <= x0 < x1 <= 40, 0 <= y0 < y1 <= 30)",
+        ),
         (["a", 0, -1, 0, 10, 10], "row 3: box (-1, 0, 10, 10) lies outside the image"),
         (["a", 0, 5, 5, 5, 20], "row 3: box (5, 5, 5, 20) has zero area (needs x0 < x1 and y0 < y1)"),
         (["a", 0, 10, 5, 4, 20], "row 3: box (10, 5, 4, 20) has zero area"),
         (["a", 1000, 0, 0, 10, 10], "row 3: unknown class 1000 (class indices are 0..999)"),
-        (["a", "n99999999", 0, 0, 10, 10], "row 3: unknown class 'n99999999' (neither a class index 0..999 nor an ImageNet-1k wnid)"),
+        (
+            ["a", "n99999999", 0, 0, 10, 10],
+            "row 3: unknown class 'n99999999' (neither a class index 0..999 nor an ImageNet-1k wnid)",
+        ),
         (["a", "", 0, 0, 10, 10], "row 3: unknown class (empty)"),
         (["a", "5;cat", 0, 0, 10, 10], "row 3: unknown class 'cat'"),
         (["zzz", 0, 0, 0, 10, 10], "row 3: image 'zzz' not found in"),
@@ -217,7 +237,9 @@ def test_box_table_class_sets_and_missing_columns(tmp_path):
     assert src.patches[0].classes == (281, 282, 285)  # wnid resolved, duplicate kept once, order kept
     bad = tmp_path / "bad.csv"
     bad.write_text("image_id,class,x0,y0\na,0,0,0\n")
-    with pytest.raises(MlrayError, match=re.escape(f"{bad}: missing column x1, y1 (a box table has image_id, class, x0, y0, x1, y1")):
+    with pytest.raises(
+        MlrayError, match=re.escape(f"{bad}: missing column x1, y1 (a box table has image_id, class, x0, y0, x1, y1")
+    ):
         read_box_table(bad, images)
 
 
@@ -248,7 +270,11 @@ def test_wsolevaluation_boxes_skip_absent_images_and_count(tmp_path):
     loc, derived, images = write_wsol(tmp_path)
     src = read_wsolevaluation_boxes(loc, derived, images)
     assert src.n_entries == 4 and src.skipped == {"image not in the folder": 1}
-    assert [(p.box, p.classes) for p in src.patches] == [((0, 0, 50, 40), (65,)), ((5, 5, 20, 20), (65,)), ((2, 3, 30, 30), (230,))]
+    assert [(p.box, p.classes) for p in src.patches] == [
+        ((0, 0, 50, 40), (65,)),
+        ((5, 5, 20, 20), (65,)),
+        ((2, 3, 30, 30), (230,)),
+    ]
     # wsolevaluation's own class_labels.txt (no header) reads the same
     wsol_classes = tmp_path / "class_labels.txt"
     wsol_classes.write_text("val/ILSVRC2012_val_00000001.JPEG,65\nval/ILSVRC2012_val_00000003.JPEG,230\n")
@@ -259,17 +285,23 @@ def test_wsolevaluation_boxes_skip_absent_images_and_count(tmp_path):
 def test_wsolevaluation_bad_lines(tmp_path):
     loc, derived, images = write_wsol(tmp_path)
     loc.write_text("val/ILSVRC2012_val_00000001.JPEG,0,0,51,40\n")
-    with pytest.raises(MlrayError, match=re.escape(f"{loc}: line 1: box (0, 0, 51, 40) lies outside the image (50 x 40")):
+    with pytest.raises(
+        MlrayError, match=re.escape(f"{loc}: line 1: box (0, 0, 51, 40) lies outside the image (50 x 40")
+    ):
         read_wsolevaluation_boxes(loc, derived, images)
     loc.write_text("val/ILSVRC2012_val_00000003.JPEG,0,0,0,10\n")
     with pytest.raises(MlrayError, match=re.escape(f"{loc}: line 1: box (0, 0, 0, 10) has zero area")):
         read_wsolevaluation_boxes(loc, derived, images)
     loc.write_text("val/ILSVRC2012_val_00000001.JPEG,0,0,5,5\nval/ILSVRC2012_val_00000003.JPEG,0,0,5\n")
-    with pytest.raises(MlrayError, match=re.escape(f"{loc}: line 2: expected image_path,x0,y0,x1,y1 (5 fields), found 4")):
+    with pytest.raises(
+        MlrayError, match=re.escape(f"{loc}: line 2: expected image_path,x0,y0,x1,y1 (5 fields), found 4")
+    ):
         read_wsolevaluation_boxes(loc, derived, images)
     derived.write_text("file_name,class_index,wnid\nILSVRC2012_val_00000001.JPEG,65,n01751748\n")
     loc.write_text("val/ILSVRC2012_val_00000003.JPEG,0,0,5,5\n")
-    with pytest.raises(MlrayError, match=re.escape(f"{loc}: line 1: unknown class: ILSVRC2012_val_00000003 has no entry in {derived}")):
+    with pytest.raises(
+        MlrayError, match=re.escape(f"{loc}: line 1: unknown class: ILSVRC2012_val_00000003 has no entry in {derived}")
+    ):
         read_wsolevaluation_boxes(loc, derived, images)
 
 
@@ -281,7 +313,10 @@ def test_whole_images_take_the_wnid_of_the_name_or_folder(tmp_path):
     src = read_whole_images(folder)
     assert [(p.classes, p.box) for p in src.patches] == [((0,), (0, 0, 20, 10)), ((1,), (0, 0, 8, 12))]
     solid_images(folder, {"no_wnid_here": (2, (5, 5))})
-    with pytest.raises(MlrayError, match=re.escape(f"{folder / 'no_wnid_here.png'}: unknown class: the file name does not start with a wnid")):
+    with pytest.raises(
+        MlrayError,
+        match=re.escape(f"{folder / 'no_wnid_here.png'}: unknown class: the file name does not start with a wnid"),
+    ):
         read_whole_images(folder)
 
 

@@ -11,9 +11,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import error_of
 
 from mlray import predictions as P
-from conftest import error_of
 from mlray.labels import SourceLabels, build_dataset_labels, read_source
 from mlray.predictions import (
     PREDICTIONS_SCHEMA,
@@ -37,9 +37,7 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
 
 
 def rows(table: pa.Table) -> list[tuple]:
-    return [
-        (r["dataset"], r["model"], r["image_id"], r["topk_idx"], r["topk_prob"]) for r in table.to_pylist()
-    ]
+    return [(r["dataset"], r["model"], r["image_id"], r["topk_idx"], r["topk_prob"]) for r in table.to_pylist()]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -350,7 +348,7 @@ def test_store_fills_missing_name_columns(tmp_path):
 def test_store_appends_parts_without_shard(tmp_path):
     write_partition(tmp_path, "d", "m", small("m", ["a"], dataset="d"))
     write_partition(tmp_path, "d", "m", small("m", ["b"], dataset="d"))
-    (_, _, files), = list_partitions(tmp_path)
+    ((_, _, files),) = list_partitions(tmp_path)
     assert len(files) == 2
     assert sorted(read_predictions(tmp_path).column("image_id").to_pylist()) == ["a", "b"]
 
@@ -359,7 +357,7 @@ def test_store_rewriting_a_shard_replaces_it(tmp_path):
     write_partition(tmp_path, "d", "m", small("m", ["a", "b"], dataset="d"), shard=3)
     write_partition(tmp_path, "d", "m", small("m", ["a", "b"], start=100, dataset="d"), shard=3)
     write_partition(tmp_path, "d", "m", small("m", ["c"], dataset="d"), shard="x/y")
-    (_, _, files), = list_partitions(tmp_path)
+    ((_, _, files),) = list_partitions(tmp_path)
     assert [f.name for f in files] == ["part-00003.parquet", "part-x%2Fy.parquet"]
     back = read_predictions(tmp_path)
     assert back.column("image_id").to_pylist() == ["a", "b", "c"]

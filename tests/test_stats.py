@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 import pytest
-
 from conftest import shared
+
 from mlray.labels import SourceLabels, build_dataset_labels, read_source
 from mlray.stats import (
     class_stats,
