@@ -11,11 +11,17 @@ datasets:
     labels:
       original: {format: imagenetv2-json, path: data/imagenetv2-b-33.json}
       multi: {format: multilabelfy-json, path: data/imagenetv2_refined_labels.json}
+scoring:                                   # optional; these are the defaults (mlray.scoring.params)
+  max_group: 5                             # images with >= 5 valid labels form one subgroup "5+"
+  min_group_size: 10                       # ASMA leaves out subgroups with fewer images
+  n_boot: 1000                             # bootstrap resamples for the confidence intervals (0 = none)
+  seed: 0                                  # bootstrap seed
+  ci: 0.95                                 # coverage of the percentile intervals
 ```
 
 Relative paths resolve against the config file's folder; a path may also be a URL or an ``s3://`` / ``gs://`` URI
 (cached locally after the first read, see :mod:`mlray.io`). Unknown keys are errors (a typo never passes
-silently).
+silently), and so is a key written twice in one mapping (YAML itself would keep the last one silently).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .data import LAYOUTS
 from .errors import MlrayError
 from .labels import FORMATS, DatasetLabels, build_dataset_labels, read_source
+from .scoring.params import MetricParams
 
 LabelFormat = Literal[FORMATS]  # type: ignore[valid-type]
 
@@ -101,10 +108,30 @@ class InferenceConfig(_Strict):
     max_pixels: int = Field(default=178_956_970, ge=1)
 
 
+_METRIC_DEFAULTS = MetricParams()
+
+
+class ScoringConfig(_Strict):
+    """Metric settings (the fields of :class:`mlray.scoring.params.MetricParams`, whose defaults these are)."""
+
+    max_group: int = Field(default=_METRIC_DEFAULTS.max_group, ge=1, le=1000)
+    min_group_size: int = Field(default=_METRIC_DEFAULTS.min_group_size, ge=1)
+    n_boot: int = Field(default=_METRIC_DEFAULTS.n_boot, ge=0)
+    seed: int = Field(default=_METRIC_DEFAULTS.seed, ge=0)
+    ci: float = Field(default=_METRIC_DEFAULTS.ci, gt=0, lt=1)
+
+    def params(self, **overrides: int | float | None) -> MetricParams:
+        """The :class:`MetricParams` of this section, with the ``overrides`` that are not None (CLI flags) applied."""
+        values = self.model_dump()
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return MetricParams(**values)
+
+
 class RunConfig(_Strict):
     datasets: list[DatasetConfig] = Field(min_length=1)
     models: list[ModelConfig] = Field(default_factory=list)
     inference: InferenceConfig = InferenceConfig()
+    scoring: ScoringConfig = ScoringConfig()
     base_dir: Path | None = Field(default=None, exclude=True)
     source: str = Field(default="<built-in>", exclude=True)
 
@@ -145,13 +172,35 @@ def parse_config(data: object, source: str = "<config>", base_dir: Path | None =
         raise MlrayError(_format_validation_error(source, exc)) from None
 
 
+class _DuplicateKey(Exception):
+    """A key written twice in one YAML mapping."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key written twice in one mapping is an error naming the key and line."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[object, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                continue  # an unhashable key: left to the config validation to reject
+            if key in seen:
+                raise _DuplicateKey(f"duplicate key {key!r} at line {line} (first at line {seen[key]})")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: str | Path) -> RunConfig:
     """Read and validate a run config file; relative paths inside resolve against its folder."""
     path = Path(path)
     if not path.is_file():
         raise MlrayError(f"{path}: no such config file")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    except _DuplicateKey as exc:
+        raise MlrayError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""

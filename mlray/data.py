@@ -90,7 +90,7 @@ import pyarrow.parquet as pq
 from .errors import MlrayError
 from .io import scheme_of
 from .labels import IMAGE_EXTENSIONS, SourceLabels, image_id_from_name
-from .vocab import NUM_CLASSES, imagenet_vocabulary
+from .labels import NUM_CLASSES, imagenet_vocabulary
 
 LAYOUTS = ("imagenet-val-flat", "wnid-folders", "imagenetv2", "manifest", "parquet-shards", "webdataset")
 FILE_LAYOUTS = ("imagenet-val-flat", "wnid-folders", "imagenetv2", "manifest")

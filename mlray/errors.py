@@ -15,3 +15,15 @@ class MlrayError(Exception):
 def where(path: object, detail: str | None = None) -> str:
     """Format a location for an error message: ``file`` or ``file: detail``."""
     return f"{path}: {detail}" if detail else str(path)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type name when the message is empty.
+
+    >>> first_line(ValueError("bad value\\nmore detail"))
+    'bad value'
+    >>> first_line(KeyError())
+    'KeyError'
+    """
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -20,7 +20,7 @@ import tempfile
 import urllib.request
 from pathlib import Path, PurePosixPath
 
-from .errors import MlrayError
+from .errors import MlrayError, first_line
 
 _PYARROW_SCHEMES = {"s3", "gs", "gcs", "hdfs", "viewfs", "file", "abfs", "abfss"}
 
@@ -89,11 +89,6 @@ def resolve(path: str | os.PathLike, base_dir: str | os.PathLike | None = None) 
         _download(text, scheme, dest)
     return dest
 
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (or its type name), for one-line error messages."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def read_csv_strict(path: str | os.PathLike, shown: str, sep: str = ","):

@@ -65,13 +65,14 @@ import json
 import math
 import weakref
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from mlray.errors import MlrayError
 from mlray.labels import LabelArrays
+from mlray.scoring.params import MetricParams
 
 NUM_CLASSES = 1000
 
@@ -116,37 +117,6 @@ _BOOT_CACHE_BYTES = 1 << 30  # keep a dataset's resample-count matrix in memory 
 
 # --------------------------------------------------------------------------------------------------------------
 # Parameters and results
-
-
-@dataclass(frozen=True)
-class MetricParams:
-    """The choices behind every metric value (written next to each result).
-
-    ``max_group``: k_i >= max_group merge into the group ``f"{max_group}+"``. ``min_group_size``: ASMA leaves out
-    groups with fewer images. ``n_boot``: bootstrap resamples (0 = no intervals). ``seed``: bootstrap seed.
-    ``ci``: central coverage of the percentile interval.
-    """
-
-    max_group: int = 5
-    min_group_size: int = 10
-    n_boot: int = 1000
-    seed: int = 0
-    ci: float = 0.95
-
-    def __post_init__(self) -> None:
-        if not (isinstance(self.max_group, (int, np.integer)) and 1 <= self.max_group <= 1000):
-            raise MlrayError(f"metric params: max_group must be an integer >= 1, got {self.max_group!r}")
-        if not (isinstance(self.min_group_size, (int, np.integer)) and self.min_group_size >= 1):
-            raise MlrayError(f"metric params: min_group_size must be an integer >= 1, got {self.min_group_size!r}")
-        if not (isinstance(self.n_boot, (int, np.integer)) and self.n_boot >= 0):
-            raise MlrayError(f"metric params: n_boot must be an integer >= 0, got {self.n_boot!r}")
-        if not (isinstance(self.seed, (int, np.integer)) and self.seed >= 0):
-            raise MlrayError(f"metric params: seed must be an integer >= 0, got {self.seed!r}")
-        if not (0.0 < float(self.ci) < 1.0):
-            raise MlrayError(f"metric params: ci must be in (0, 1), got {self.ci!r}")
-
-    def to_dict(self) -> dict:
-        return {k: (float(v) if k == "ci" else int(v)) for k, v in asdict(self).items()}
 
 
 @dataclass

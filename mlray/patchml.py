@@ -77,9 +77,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import MlrayError
-from .labels import IMAGE_EXTENSIONS, image_id_from_name
-from .vocab import NUM_CLASSES, imagenet_vocabulary
+from .errors import MlrayError, first_line
+from .labels import IMAGE_EXTENSIONS, class_index, image_id_from_name, imagenet_vocabulary
 
 LAYOUT_RE = re.compile(r"^\s*([1-9][0-9]?)\s*x\s*([1-9][0-9]?)\s*(?::\s*([0-9]+)\s*)?$")
 WNID_RE = re.compile(r"^n[0-9]{8}")
@@ -141,13 +140,8 @@ class _Sizes:
                 with Image.open(path) as im:
                     self._sizes[path] = im.size
             except (OSError, UnidentifiedImageError) as exc:
-                raise MlrayError(f"{where}: cannot read image {path} ({_first_line(exc)})") from None
+                raise MlrayError(f"{where}: cannot read image {path} ({first_line(exc)})") from None
         return self._sizes[path]
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _number(value: object, name: str, where: str) -> int:
@@ -164,19 +158,8 @@ def _number(value: object, name: str, where: str) -> int:
 
 
 def parse_class(value: object, where: str) -> int:
-    """A class index from an integer (0..999) or a wnid; anything else is an 'unknown class' error."""
-    text = "" if value is None else str(value).strip()
-    if re.fullmatch(r"-?[0-9]+(\.0+)?", text):
-        idx = int(float(text))
-        if not 0 <= idx < NUM_CLASSES:
-            raise MlrayError(f"{where}: unknown class {idx} (class indices are 0..{NUM_CLASSES - 1})")
-        return idx
-    if not text:
-        raise MlrayError(f"{where}: unknown class (empty)")
-    vocab = imagenet_vocabulary()
-    if text not in vocab.index_of:
-        raise MlrayError(f"{where}: unknown class {text!r} (neither a class index 0..999 nor an ImageNet-1k wnid)")
-    return vocab.index_of[text]
+    """A class index from an integer (0..999) or an ImageNet-1k wnid (:func:`mlray.labels.class_index`)."""
+    return class_index(value, where, wnids=True)
 
 
 def parse_classes(value: object, where: str) -> tuple[int, ...]:
@@ -233,7 +216,7 @@ def _lines(path: Path) -> list[str]:
     try:
         return path.read_text().splitlines()
     except UnicodeDecodeError as exc:
-        raise MlrayError(f"{path}: not a text file ({_first_line(exc)})") from None
+        raise MlrayError(f"{path}: not a text file ({first_line(exc)})") from None
 
 
 def read_class_file(path: str | os.PathLike) -> dict[str, int]:
@@ -327,7 +310,7 @@ def read_box_table(table: str | os.PathLike, images: str | os.PathLike) -> Patch
         try:
             t = pq.read_table(table)
         except Exception as exc:  # noqa: BLE001 - any unreadable Parquet is one line naming the file
-            raise MlrayError(f"{table}: not a readable Parquet file ({_first_line(exc)})") from None
+            raise MlrayError(f"{table}: not a readable Parquet file ({first_line(exc)})") from None
         columns = {name: t.column(name).to_pylist() for name in t.column_names}
         first = 1
     else:
@@ -552,7 +535,7 @@ class _ImageCache:
             with Image.open(path) as im:
                 img = im.convert("RGB")
         except (OSError, UnidentifiedImageError) as exc:
-            raise MlrayError(f"{where}: cannot read image {path} ({_first_line(exc)})") from None
+            raise MlrayError(f"{where}: cannot read image {path} ({first_line(exc)})") from None
         self._images[path] = img
         if len(self._images) > self.size:
             self._images.popitem(last=False)

@@ -48,7 +48,7 @@ from .errors import MlrayError
 from .io import first_line as _first_line
 from .io import read_csv_strict, write_parquet_atomic
 from .labels import LabelArrays, image_id_from_name
-from .vocab import NUM_CLASSES
+from .labels import NUM_CLASSES
 
 DEFAULT_K = 20
 CLASS_LIST = pa.list_(pa.int16())

@@ -34,7 +34,7 @@ from scipy import stats as sstats
 from scipy.spatial.distance import jensenshannon
 
 from .labels import LabelArrays
-from .vocab import NUM_CLASSES, Vocabulary, imagenet_vocabulary
+from .labels import NUM_CLASSES, Vocabulary, imagenet_vocabulary
 
 Z95 = 1.959963984540054
 

@@ -124,3 +124,36 @@ def test_http_url_is_downloaded_once(tmp_path):
             resolve(url.replace("m.json", "missing.json"))
     finally:
         server.shutdown()
+
+
+def test_duplicate_yaml_key_is_an_error_naming_key_and_line(tmp_path):
+    text = "datasets:\n  - name: a\n    labels: {multi: {format: real-json}}\n    name: b\n"
+    path = write(tmp_path / "run.yaml", text)
+    with pytest.raises(MlrayError) as exc:
+        load_config(path)
+    assert str(exc.value) == f"{path}: duplicate key 'name' at line 4 (first at line 2)"
+
+
+def test_duplicate_top_level_section_is_an_error(tmp_path):
+    text = "datasets:\n  - {name: a, labels: {multi: {format: real-json}}}\nscoring: {n_boot: 10}\nscoring: {seed: 3}\n"
+    with pytest.raises(MlrayError, match=r"duplicate key 'scoring' at line 4 \(first at line 3\)"):
+        load_config(write(tmp_path / "run.yaml", text))
+
+
+def test_scoring_section_sets_metric_params_and_flags_override(tmp_path):
+    from mlray.scoring.params import MetricParams
+
+    text = "datasets:\n  - {name: a, labels: {multi: {format: real-json}}}\nscoring: {max_group: 2, min_group_size: 1}\n"
+    cfg = load_config(write(tmp_path / "run.yaml", text))
+    assert cfg.scoring.params() == MetricParams(max_group=2, min_group_size=1, n_boot=1000, seed=0, ci=0.95)
+    assert cfg.scoring.params(n_boot=0, seed=None) == MetricParams(max_group=2, min_group_size=1, n_boot=0)
+    assert default_config().scoring.params() == MetricParams()
+
+
+def test_scoring_section_rejects_unknown_keys_and_bad_values(tmp_path):
+    text = "datasets:\n  - {name: a, labels: {multi: {format: real-json}}}\nscoring: {max_groups: 2}\n"
+    with pytest.raises(MlrayError, match=r"scoring.max_groups: unknown key"):
+        load_config(write(tmp_path / "a.yaml", text))
+    text = "datasets:\n  - {name: a, labels: {multi: {format: real-json}}}\nscoring: {ci: 1.5}\n"
+    with pytest.raises(MlrayError, match=r"scoring.ci: Input should be less than 1"):
+        load_config(write(tmp_path / "b.yaml", text))

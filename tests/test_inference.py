@@ -87,7 +87,7 @@ def test_top20_equals_a_plain_timm_loop_and_resume_redoes_only_missing_shards(ra
     import json
 
     from mlray.cli import main
-    from mlray.vocab import imagenet_vocabulary, timm_info_dir
+    from mlray.labels import imagenet_vocabulary, timm_info_dir
 
     vocab = imagenet_vocabulary()
     gt = json.loads(shared("imagenetv2", "imagenet-validation-original.json").read_text())

@@ -18,7 +18,7 @@ from mlray.labels import (
     read_source,
 )
 from mlray.stats import dataset_stats, label_count_hist
-from mlray.vocab import imagenet_vocabulary
+from mlray.labels import imagenet_vocabulary
 
 
 def write(path, text):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import MlrayError
+from ..errors import MlrayError
 
 NUM_CLASSES = 1000
 
