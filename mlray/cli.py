@@ -1,7 +1,9 @@
-"""The ``mlray`` command. It parses arguments, calls the library and prints; it owns no logic of its own.
+"""The ``mlray`` command. It parses arguments, calls the library and prints through :mod:`mlray.console`; it owns
+no logic of its own.
 
-Errors in the user's input (:class:`mlray.errors.MlrayError`) are printed as one line, ``mlray: error: ...``,
-with exit status 2 and no traceback.
+Exit status (:func:`mlray.console.run_guarded`): 0 success; 2 an error in the user's input, printed as one line
+``mlray: error: ...`` with no traceback (also when raised inside a Ray task) or a usage error; 130 interrupted
+(the line says what is stored and that the same command resumes); 1 anything else.
 """
 
 from __future__ import annotations
@@ -12,11 +14,20 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from .errors import MlrayError
+from . import __version__
+from .console import (
+    InferenceProgress,
+    console,
+    pct,
+    print_demo_summary,
+    print_inference,
+    print_published_gaps,
+    print_scores,
+    print_stats,
+    resumable,
+    run_guarded,
+)
 
 app = typer.Typer(
     name="mlray",
@@ -26,15 +37,22 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"mlray {__version__}", highlight=False)
+        raise typer.Exit()
 
 
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print mlray's version and exit.")
+    ] = False,
+) -> None:
     """Multi-label evaluation of ImageNet classifiers on Ray."""
 
-
-err_console = Console(stderr=True)
 
 ConfigArg = Annotated[
     Optional[Path],
@@ -46,63 +64,23 @@ AddressOpt = Annotated[
     typer.Option("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else start a local one)."),
 ]
 CpusOpt = Annotated[Optional[int], typer.Option("--num-cpus", help="CPUs of a locally started Ray instance.")]
+MaxGroupOpt = Annotated[
+    Optional[int],
+    typer.Option(help="Images with >= this many valid labels form one subgroup 'N+' (default: the config's scoring:)."),
+]
+MinGroupOpt = Annotated[
+    Optional[int], typer.Option(help="ASMA leaves out subgroups with fewer images (default: the config's scoring:).")
+]
+NBootOpt = Annotated[
+    Optional[int], typer.Option(help="Bootstrap resamples for the CIs, 0 = none (default: the config's scoring:).")
+]
+SeedOpt = Annotated[Optional[int], typer.Option(help="Bootstrap seed (default: the config's scoring:).")]
 
 
 def _load(config: Path | None):
     from .config import default_config, load_config
 
     return default_config() if config is None else load_config(config)
-
-
-def _pct(v: float) -> str:
-    return "-" if v != v else f"{100 * v:.2f} %"
-
-
-def _print_stats(result) -> None:
-    """One column per dataset (tables stay readable at 80 columns), then one small table per pair."""
-    table = Table(title="Label statistics (fractions of labelled images)", title_justify="left")
-    table.add_column("")
-    for s in result.summaries:
-        table.add_column(s.name, justify="right", overflow="fold")
-    st = [s.stats for s in result.summaries]
-    rows = [
-        ("images", lambda x: f"{x['n_images']:,}"),
-        ("labelled", lambda x: f"{x['n_labelled']:,}"),
-        ("empty (no valid class)", lambda x: f"{x['n_empty']:,}"),
-        ("not annotated", lambda x: f"{x['n_unannotated']:,}"),
-        ("multi-label (>= 2)", lambda x: f"{x['n_multi']:,}"),
-        ("multi-label share", lambda x: _pct(x["multi_fraction"])),
-        ("mean valid labels", lambda x: f"{x['mean_labels']:.3f}"),
-        ("original label in valid set", lambda x: _pct(x["original_in_valid_fraction"])),
-    ]
-    for label, fmt in rows:
-        table.add_row(label, *(fmt(x) for x in st))
-    console.print(table)
-    for s in result.summaries:
-        hist = ", ".join(f"{k}: {v}" for k, v in zip(s.hist["n_labels"], s.hist["n_images"]))
-        console.print(f"[bold]{s.name}[/] images by number of valid labels: {{{hist}}}", soft_wrap=True)
-        if s.stats.get("n_skipped_unknown"):
-            console.print(
-                f"  {s.stats['n_skipped_unknown']:,} label entries named images outside the dataset (skipped)"
-            )
-        if s.stats.get("n_merged_duplicate_labels"):
-            console.print(f"  {s.stats['n_merged_duplicate_labels']:,} label sets named a class twice (kept once)")
-    comp = result.comparison
-    for (da, db), rows in comp.groupby(["dataset_a", "dataset_b"], sort=False):
-        m = rows[rows["measure"] != "class_multi_rate_difference"].set_index("measure")
-        ctable = Table(title=f"{da} vs {db}", title_justify="left")
-        ctable.add_column("measure")
-        ctable.add_column("value", justify="right")
-        for measure, r in m.iterrows():
-            ci = "" if r["ci_low"] != r["ci_low"] else f"  (95 % CI {r['ci_low']:+.4f}, {r['ci_high']:+.4f})"
-            ctable.add_row(measure, f"{r['value']:.4g}{ci}")
-        top = rows[rows["measure"] == "class_multi_rate_difference"].head(3)
-        if len(top):
-            ctable.add_row(
-                "multi-label rate differs most",
-                "; ".join(f"{r.name} {r.value:+.2f}" for r in top.itertuples()),
-            )
-        console.print(ctable)
 
 
 @app.command()
@@ -127,7 +105,7 @@ def stats(
     if as_json:
         print(json.dumps(result.summary_json(), indent=2))
         return
-    _print_stats(result)
+    print_stats(result)
     console.print(
         f"reports in [bold]{out}[/] ({', '.join(p.name for p in result.paths.values())}); {result.seconds:.1f} s"
     )
@@ -149,69 +127,7 @@ def import_results_cmd(
         f"{len(df):,} rows: {df['model'].nunique():,} models x {df['dataset'].nunique()} datasets "
         f"from {df['source'].nunique()} files -> [bold]{path}[/]"
     )
-    table = Table(
-        title="ImageNet val -> ImageNetV2 MatchedFrequency top-1 gap across models (points)", title_justify="left"
-    )
-    for col in ("collection", "models", "mean", "median", "std", "min", "p10", "p90", "max"):
-        table.add_column(col, justify="left" if col == "collection" else "right")
-    for r in summary.itertuples():
-        table.add_row(
-            r.collection,
-            f"{r.count:,}",
-            *(f"{100 * getattr(r, c):.2f}" for c in ("mean", "median", "std", "min", "p10", "p90", "max")),
-        )
-    console.print(table)
-
-
-def _print_scores(result, dataset_order: list[str]) -> None:
-    mm = result.frames["model_metrics"]
-    table = Table(title="Headline metrics (%; CIs in model_metrics.parquet)", title_justify="left")
-    show = ["top1", "real_top1", "vtopk_all", "vtopk_frac", "asma_vtopk_all"]
-    for col in ("model", "dataset", *show):
-        table.add_column(col, justify="left" if col in ("model", "dataset") else "right", overflow="fold")
-    for (model, dataset), rows in mm.groupby(["model", "dataset"], sort=False):
-        m = rows.set_index("metric")
-        cells = []
-        for metric in show:
-            r = m.loc[metric]
-            cells.append("n/a" if not r["available"] else f"{100 * r['value']:.2f}")
-        table.add_row(model, dataset, *cells)
-    console.print(table)
-    gd = result.frames["gap_decomposition"]
-    if len(gd):
-        order = {name: i for i, name in enumerate(dataset_order)}
-        forward = gd[[order[a] < order[b] for a, b in zip(gd.dataset_a, gd.dataset_b)]]
-        for (da, db), rows in forward.groupby(["dataset_a", "dataset_b"], sort=False):
-            t = Table(
-                title=f"Gap {da} -> {db} in points (share explained by the label-count mix)", title_justify="left"
-            )
-            t.add_column("model", overflow="fold")
-            for metric in ("top1", "real_top1", "vtopk_all"):
-                t.add_column(metric, justify="right")
-            t.add_column("asma_vtopk_all", justify="right")
-            for model, mrows in rows.groupby("model", sort=False):
-                m = mrows.set_index("metric")
-                cells = []
-                for metric in ("top1", "real_top1", "vtopk_all"):
-                    r = m.loc[metric]
-                    if r["gap"] != r["gap"]:
-                        cells.append("n/a")
-                    else:
-                        share = (
-                            r["composition"] / r["gap"]
-                            if r["gap"] and r["composition"] == r["composition"]
-                            else float("nan")
-                        )
-                        cells.append(f"{100 * r['gap']:+.2f} ({'-' if share != share else f'{100 * share:.0f} %'})")
-                am = mm[(mm.model == model) & (mm.metric == "asma_vtopk_all")].set_index("dataset")["value"]
-                cells.append(f"{100 * (am[da] - am[db]):+.2f}" if da in am and db in am else "n/a")
-                t.add_row(model, *cells)
-            console.print(t)
-    for (dataset, model), (n_missing, examples) in result.missing.items():
-        if n_missing:
-            console.print(
-                f"[yellow]{model} on {dataset}: {n_missing:,} images have no prediction (excluded), e.g. {', '.join(examples)}[/]"
-            )
+    print_published_gaps(summary)
 
 
 @app.command()
@@ -222,7 +138,8 @@ def score(
         typer.Option(
             "--predictions",
             "-p",
-            help="Prediction store folders, store Parquet files, or CSV/Parquet files to import (image_id + top1 or topk). Several may follow one --predictions.",
+            help="Prediction store folders, store Parquet files, or CSV/Parquet files to import "
+            "(image_id + top1 or topk). Several may follow one --predictions.",
         ),
     ],
     out: OutOpt = Path("mlray-out/reports"),
@@ -230,12 +147,10 @@ def score(
         Optional[str], typer.Option(help="Dataset of imported files that have no 'dataset' column.")
     ] = None,
     model: Annotated[Optional[str], typer.Option(help="Model of imported files that have no 'model' column.")] = None,
-    max_group: Annotated[
-        int, typer.Option(help="Images with >= this many valid labels form one merged subgroup 'N+'.")
-    ] = 5,
-    min_group_size: Annotated[int, typer.Option(help="ASMA leaves out subgroups with fewer images.")] = 10,
-    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the CIs (0 = none).")] = 1000,
-    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    max_group: MaxGroupOpt = None,
+    min_group_size: MinGroupOpt = None,
+    n_boot: NBootOpt = None,
+    seed: SeedOpt = None,
     models_per_task: Annotated[
         int, typer.Option(help="Models scored per Ray task (1 = one task per model and dataset).")
     ] = 16,
@@ -245,14 +160,13 @@ def score(
     """Score stored predictions: every multi-label metric, subgroups, ASMA, CIs and the gap decomposition."""
     from . import cluster
     from .config import load_config
-    from .metrics import MetricParams
     from .reports import score_report
 
     cfg = load_config(config)
-    params = MetricParams(max_group=max_group, min_group_size=min_group_size, n_boot=n_boot, seed=seed)
+    params = cfg.scoring.params(max_group=max_group, min_group_size=min_group_size, n_boot=n_boot, seed=seed)
     cluster.connect(address, num_cpus)
     result = score_report(cfg, predictions, out, params, dataset=dataset, model=model, models_per_task=models_per_task)
-    _print_scores(result, [d.name for d in cfg.datasets])
+    print_scores(result, [d.name for d in cfg.datasets])
     console.print(
         f"reports in [bold]{out}[/] ({', '.join(p.name for p in result.paths.values())}); {result.seconds:.1f} s"
     )
@@ -266,23 +180,28 @@ def evaluate(
         typer.Option(
             "--out",
             "-o",
-            help="Output directory: predictions/, errors/, run_manifest.json, reports/ (created if missing; re-runs resume).",
+            help="Output directory: predictions/, errors/, run_manifest.json, reports/ "
+            "(created if missing; re-runs resume).",
         ),
     ] = Path("mlray-out/evaluate"),
-    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the CIs (0 = none).")] = 1000,
+    max_group: MaxGroupOpt = None,
+    min_group_size: MinGroupOpt = None,
+    n_boot: NBootOpt = None,
+    seed: SeedOpt = None,
     address: AddressOpt = None,
     num_cpus: CpusOpt = None,
 ) -> None:
     """Inference (reusing stored predictions), then statistics, scores and the dashboard page, into one directory."""
     from . import cluster
     from .config import load_config
-    from .metrics import MetricParams
 
     cfg = load_config(config)
+    params = cfg.scoring.params(max_group=max_group, min_group_size=min_group_size, n_boot=n_boot, seed=seed)
     cluster.connect(address, num_cpus)
-    result = _run_evaluate(cfg, out, MetricParams(n_boot=n_boot))
+    result = _run_evaluate(cfg, out, params, f"mlray evaluate {config} --out {out}")
     console.print(
-        f"predictions in [bold]{out / 'predictions'}[/], errors in {out / 'errors'}, reports in [bold]{result.reports}[/]"
+        f"predictions in [bold]{out / 'predictions'}[/], errors in {out / 'errors'}, "
+        f"reports in [bold]{result.reports}[/]"
         + (f", dashboard [bold]{result.dashboard}[/]" if result.dashboard else "")
     )
 
@@ -301,7 +220,8 @@ def shard(
     that streams best from object storage; read them back with layout: parquet-shards."""
     import time
 
-    from .config import load_config, shard_dataset
+    from .config import load_config
+    from .datasets import shard_dataset
 
     start = time.perf_counter()
     cfg = load_config(config)
@@ -313,48 +233,22 @@ def shard(
         f"{time.perf_counter() - start:.1f} s"
     )
     console.print(
-        f"read back with:  - {{name: {dataset}, images: {out}, layout: parquet-shards}}   (labels travel in the shards)",
+        f"read back with:  - {{name: {dataset}, images: {out}, layout: parquet-shards}}"
+        "   (labels travel in the shards)",
         highlight=False,
         soft_wrap=True,
     )
 
 
-class _RateProgress(Progress):
-    """rich Progress whose tasks carry a ``rate`` field: images/s since the task's first image."""
-
-    def add_task(self, description, **kw):
-        return super().add_task(description, rate="", **kw)
-
-    def update(self, task_id, **kw):
-        super().update(task_id, **kw)
-        task = self._tasks[task_id]
-        if task.completed and task.elapsed:
-            task.fields["rate"] = f"{task.completed / task.elapsed:,.1f} img/s"
-
-    def advance(self, task_id, advance=1):
-        self.update(task_id, advance=advance)
-
-
-def _run_evaluate(cfg, out: Path, params):
-    """evaluate() with rich progress, then the counts, timings, statistics and scores printed."""
+def _run_evaluate(cfg, out: Path, params, command: str):
+    """evaluate() with live progress, then the counts, timings, statistics and scores printed."""
     from .evaluate import evaluate as run
 
-    speed = TextColumn("{task.fields[rate]}")
-    with _RateProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), speed, TimeElapsedColumn(),
-                       console=console, transient=False) as progress:  # fmt: skip
-        result = run(cfg, out, params, progress)
-    inf = result.inference
-    for (dataset, model), c in inf.counts.items():
-        console.print(
-            f"{dataset} / {model}: {c['images']:,} images = {c['predictions']:,} predictions + {c['errors']:,} errors"
-        )
-    n = sum(inf.images_processed.values())
-    console.print(
-        f"{n:,} images inferred by {len({m for _, m in inf.counts})} models in {inf.total_seconds:.1f} s"
-        + (f" ({n / inf.total_seconds:.1f} img/s, start-up included)" if n else " (all reused from the store)")
-    )
-    _print_stats(result.stats)
-    _print_scores(result.scores, [d.name for d in cfg.datasets])
+    with resumable(out / "predictions", command):
+        result = run(cfg, out, params, InferenceProgress())
+    print_inference(result.inference)
+    print_stats(result.stats)
+    print_scores(result.scores, [d.name for d in cfg.datasets])
     return result
 
 
@@ -383,7 +277,8 @@ def patchml(
     boxes: Annotated[
         Optional[Path],
         typer.Option(
-            help="Box file: a table image_id,class,x0,y0,x1,y1 (CSV/TSV/Parquet), or with --class-labels wsolevaluation's localization.txt."
+            help="Box file: a table image_id,class,x0,y0,x1,y1 (CSV/TSV/Parquet), "
+            "or with --class-labels wsolevaluation's localization.txt."
         ),
     ] = None,
     images: Annotated[
@@ -442,39 +337,13 @@ def patchml(
     images_made = ", ".join(f"{k}: {v:,}" for k, v in result.n_images.items())
     console.print(
         f"{sum(result.n_images.values()):,} images ({images_made}) from {result.n_patches_used:,} distinct patches; "
-        f"multi-label share {_pct(result.multi_fraction)} -> [bold]{result.labels}[/] (+ {result.patches.name}, images/)"
+        f"multi-label share {pct(result.multi_fraction)} -> [bold]{result.labels}[/] (+ {result.patches.name}, images/)"
     )
     console.print(
         f"use it in a run config:  - {{name: patchml, images: {result.labels}, layout: manifest}}",
         highlight=False,
         soft_wrap=True,
     )
-
-
-def _print_demo_summary(summary) -> None:
-    """The demo's per-model tables: top-1 vs variable top-k on both sets, then the single -> multi gap split."""
-
-    def pts(v: float) -> str:
-        return "n/a" if v != v else f"{round(100 * v, 1) + 0.0:+.1f}"
-
-    table = Table(title="Demo (%): S = single-object set, M = multi-object PatchML set", title_justify="left")
-    cols = {"top1_single": "top-1 S", "top1_multi": "top-1 M", "vtopk_all_single": "var. top-k S",
-            "vtopk_all_multi": "var. top-k M", "real_top1_single": "ReaL S", "real_top1_multi": "ReaL M"}  # fmt: skip
-    table.add_column("model", no_wrap=True)
-    for label in cols.values():
-        table.add_column(label, justify="right")
-    for _, r in summary.iterrows():
-        table.add_row(r["model"], *("n/a" if r[c] != r[c] else f"{100 * r[c]:.1f}" for c in cols))
-    console.print(table)
-    gaps = Table(title="Gap S -> M (points) = composition (label-count mix) + within subgroups", title_justify="left")
-    gaps.add_column("model", no_wrap=True)
-    for label in ("top-1 gap", "comp.", "within", "var. top-k gap", "comp.", "within"):
-        gaps.add_column(label, justify="right")
-    for _, r in summary.iterrows():
-        gaps.add_row(
-            r["model"], *(pts(r[f"{m}_{p}"]) for m in ("top1", "vtopk_all") for p in ("gap", "composition", "within"))
-        )
-    console.print(gaps)
 
 
 @app.command()
@@ -500,8 +369,8 @@ def demo(
         f"{sum(build.multi.n_images.values())} multi-object PatchML images; run config {build.config_path}"
     )
     cluster.connect(address, num_cpus)
-    result = _run_evaluate(build.config, out, build.params)
-    _print_demo_summary(summarize(result.reports))
+    result = _run_evaluate(build.config, out, build.params, f"mlray demo --out {out}" + (" --small" if small else ""))
+    print_demo_summary(summarize(result.reports))
     dashboard = next((p for p in (result.reports / "dashboard.html", out / "dashboard.html") if p.is_file()), None)
     console.print(
         f"reports in [bold]{result.reports}[/]"
@@ -529,17 +398,25 @@ def _expand_multi_options(argv: list[str], options=("--predictions", "-p")) -> l
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Console entry point: usage errors are click's; input errors one line, exit status 2."""
-    argv = _expand_multi_options(list(sys.argv[1:] if argv is None else argv))
+def _invoke(argv: list[str]) -> None:
+    """Run the typer app without click's standalone handling, so that :func:`run_guarded` owns the exit status."""
     try:
-        app(args=argv, prog_name="mlray")
-    except MlrayError as exc:
-        err_console.print(f"[red]mlray: error:[/] {exc}", highlight=False, soft_wrap=True)
-        return 2
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    return 0
+        code = app(args=argv, prog_name="mlray", standalone_mode=False)
+    except typer.Abort as exc:  # click turns Ctrl-C into Abort
+        raise KeyboardInterrupt from exc
+    except Exception as exc:
+        if not (hasattr(exc, "show") and hasattr(exc, "exit_code")):
+            raise
+        exc.show()  # a usage error (click's ClickException, vendored by typer): its own message, exit status 2
+        raise SystemExit(exc.exit_code) from None
+    if isinstance(code, int) and code:
+        raise SystemExit(code)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: see the module docstring for the exit status."""
+    args = _expand_multi_options(list(sys.argv[1:] if argv is None else argv))
+    return run_guarded(lambda: _invoke(args))
 
 
 if __name__ == "__main__":

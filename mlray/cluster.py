@@ -9,9 +9,15 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from .errors import MlrayError
 
 
 def connect(address: str | None = None, num_cpus: int | None = None, object_store_memory: int | None = None) -> None:
+    """Join the cluster at ``address`` / ``$RAY_ADDRESS``, else start a local Ray instance (no-op if joined)."""
     import ray
 
     if ray.is_initialized():
@@ -33,8 +39,6 @@ def get(refs):
     """``ray.get`` that turns a user-input error raised inside a task back into a plain MlrayError."""
     import ray
 
-    from .errors import MlrayError
-
     try:
         return ray.get(refs)
     except ray.exceptions.RayTaskError as exc:
@@ -42,3 +46,52 @@ def get(refs):
         if isinstance(cause, MlrayError):
             raise MlrayError(*cause.args) from None
         raise
+
+
+def describe() -> str:
+    """One line naming the joined cluster: its address, CPUs, GPUs and nodes."""
+    import ray
+
+    res = ray.cluster_resources()
+    return (
+        f"ray cluster {ray.get_runtime_context().gcs_address}: {res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} GPUs, "
+        f"{len(ray.nodes())} nodes"
+    )
+
+
+@contextmanager
+def gpus_requested(n: int, timeout: float, poll: float = 5.0) -> Iterator[None]:
+    """Ask the autoscaler for ``n`` GPUs and wait until the cluster has them; withdraw the request on exit.
+
+    On an autoscaling cluster whose GPU workers start at zero, the inference would otherwise plan for the
+    hardware present when it starts (no GPU: CPU actors). The request is withdrawn afterwards (``bundles=[]``) so
+    idle GPU nodes can be terminated. ``n <= 0``: nothing is requested.
+    """
+    if n <= 0:
+        yield
+        return
+    import ray
+    from ray.autoscaler.sdk import request_resources
+
+    request_resources(bundles=[{"GPU": 1}] * n)
+    try:
+        start = time.monotonic()
+        last: float | None = None
+        while True:
+            have = ray.cluster_resources().get("GPU", 0)
+            if have >= n:
+                print(f"{have:g} GPUs in the cluster (asked for {n})", flush=True)
+                break
+            now = time.monotonic()
+            if now - start >= timeout:
+                raise MlrayError(
+                    f"the cluster has {have:g} of the {n} GPUs asked for (--gpus) after {timeout:g} s; check the GPU "
+                    "worker types' max_workers, the cloud's GPU quota, or lower --gpus"
+                )
+            if last is None or now - last >= 60:
+                print(f"waiting for GPUs: {have:g} of {n} after {now - start:.0f} s", flush=True)
+                last = now
+            time.sleep(min(poll, max(0.0, timeout - (now - start))))
+        yield
+    finally:
+        request_resources(bundles=[])

@@ -227,7 +227,7 @@ def test_runtime_env_keeps_the_upload_small(tmp_path):
     target = tmp_path / "pkg.zip"
     create_package(str(REPO), target, include_gitignore=True, excludes=env["excludes"])
     files = [n for n in zipfile.ZipFile(target).namelist() if not n.endswith("/")]
-    assert {"jobs/evaluate.py", "jobs/_common.py", "jobs/configs/models-paper.txt", "mlray/config.py"} <= set(files)
+    assert {"jobs/evaluate.py", "jobs/stats.py", "jobs/configs/models-paper.txt", "mlray/config.py"} <= set(files)
     assert not [n for n in files if n.startswith((".venv/", ".git/")) or "__pycache__" in n]
     assert target.stat().st_size < 5_000_000  # about 1 MB today; the .venv alone is gigabytes
 
@@ -236,12 +236,16 @@ def test_runtime_env_keeps_the_upload_small(tmp_path):
     for rel in ("jobs/evaluate.py", "mlray/data.py", "mlray/reports.py", "tests/test_jobs.py", ".venv/bin/python",
                 ".git/HEAD", "mlray/__pycache__/x.cpython-311.pyc", "mlray-out/predictions/part-s00000.parquet",
                 "reports/model_metrics.parquet", "data/imagenet/val.tar", "tests/artifacts/run/x.json",
-                "weights/resnet50.safetensors", "mlray.egg-info/PKG-INFO", ".pytest_cache/v/cache/nodeids"):  # fmt: skip
+                "weights/resnet50.safetensors", "mlray.egg-info/PKG-INFO", ".pytest_cache/v/cache/nodeids",
+                "pm/images/grid-0001.png", "photos/ILSVRC2012_val_00000001.JPEG", "some/out/x.parquet"):  # fmt: skip
         (tree / rel).parent.mkdir(parents=True, exist_ok=True)
         (tree / rel).write_text("x")
+    for ignore in (".gitignore", ".rayignore"):  # the checkout's own ignore files keep images and outputs out
+        shutil.copy(REPO / ignore, tree / ignore)
     create_package(str(tree), tmp_path / "t.zip", include_gitignore=True, excludes=env["excludes"])
     kept = sorted(n for n in zipfile.ZipFile(tmp_path / "t.zip").namelist() if not n.endswith("/"))
-    assert kept == ["jobs/evaluate.py", "mlray/data.py", "mlray/reports.py", "tests/test_jobs.py"]
+    assert kept == [".gitignore", ".rayignore", "jobs/evaluate.py", "mlray/data.py", "mlray/reports.py",
+                    "tests/test_jobs.py"]  # fmt: skip
 
 
 # ------------------------------------------------------------------------- the entrypoints, in-process, URIs
@@ -304,7 +308,7 @@ def test_evaluate_job_to_a_uri_resumes_from_the_remote_store_and_score_job_reads
 
     assert evaluate_job.run_main(evaluate_job.main, args) == 0
     out = capsys.readouterr().out
-    assert "photos: 6 images x 1 models = 6 predictions + 0 errors; 6 images inferred" in out
+    assert "photos: 6 images x 1 model = 6 predictions + 0 errors; 6 images inferred" in out
     assert f"reports in {uri}/reports" in out
     assert list(scratch.iterdir()) == []  # the scratch copy is gone after the upload
     store = remote / "predictions" / "dataset=photos" / f"model={MODEL}"
@@ -341,7 +345,7 @@ def test_evaluate_job_to_a_uri_resumes_from_the_remote_store_and_score_job_reads
     assert evaluate_job.run_main(evaluate_job.main, args) == 0
     out = capsys.readouterr().out
     assert "resuming: copied 3 stored files down" in out  # predictions s00000 + errors s00000, s00001
-    assert "photos: 6 images x 1 models = 6 predictions + 0 errors; 3 images inferred" in out
+    assert "photos: 6 images x 1 model = 6 predictions + 0 errors; 3 images inferred" in out
     assert kept.stat().st_mtime_ns == kept_mtime
     assert sorted(p.name for p in store.iterdir()) == parts
     again = read_predictions(remote / "predictions").to_pandas().set_index("image_id").sort_index()
@@ -605,7 +609,7 @@ def test_ray_job_submit_evaluate_on_a_real_local_head(local_head, tmp_path):
     assert re.search(r"Job 'raysubmit_\w+' succeeded", log), log[-2000:]
     # the job joined this head (RAY_ADDRESS set by the job manager), not a Ray instance of its own
     assert re.search(rf"ray cluster [\d.]+:{local_head['gcs_port']}: 2 CPUs, 0 GPUs, 1 nodes\n", log), log[-3000:]
-    assert "photos: 6 images x 1 models = 6 predictions + 0 errors; 6 images inferred" in log
+    assert "photos: 6 images x 1 model = 6 predictions + 0 errors; 6 images inferred" in log
     assert f"reports in {out / 'reports'}" in log
 
     preds = read_predictions(out / "predictions").to_pandas()
