@@ -203,7 +203,9 @@ class _Rate:
 
     def rate_text(self) -> str:
         rate = self.per_second
-        return "starting" if rate is None else f"{rate:,.1f} img/s"
+        if rate is None:
+            return "-" if self.finished_at is not None else "starting"
+        return f"{rate:,.1f} img/s steady"
 
     def eta_text(self) -> str:
         eta = self.eta
@@ -233,7 +235,7 @@ class InferenceProgress:
     _progress: Progress | None = None
     _tasks: dict[str, TaskID] = field(default_factory=dict)
     _rates: dict[str, _Rate] = field(default_factory=dict)
-    _printed: dict[str, float] = field(default_factory=dict)
+    _printed: dict[str, float | None] = field(default_factory=dict)
     _label: str = ""
     _descriptions: dict[str, str] = field(default_factory=dict)
     _capture: _NativeStderr | None = None
@@ -268,9 +270,8 @@ class InferenceProgress:
             self._capture.start()
             self._progress.start()
         else:
-            now = time.monotonic()
             for key, description, _ in keys:
-                self._printed[key] = now
+                self._printed[key] = None
                 self._descriptions[key] = description
 
     def update(self, stored: dict[str, int], inferred: dict[str, int], now: float | None = None) -> None:
@@ -291,14 +292,17 @@ class InferenceProgress:
                     self._log(key, rate, now)
 
     def _log(self, key: str, rate: _Rate, now: float) -> None:
-        finished = rate.finished_at is not None
         if key not in self._printed:
-            return
-        if finished or now - self._printed[key] >= self.interval:
+            return  # finished and printed
+        last = self._printed[key]
+        if last is None:  # the first reading starts the task's clock
+            self._printed[key] = last = now
+        finished = rate.finished_at is not None
+        if finished or now - last >= self.interval:
             share = f" ({100 * rate.n / rate.total:.0f} %)" if rate.total else ""
             self.out.print(
                 f"{self._descriptions[key]}: {rate.n:,}/{rate.total:,} images{share}, "
-                f"{rate.rate_text()} steady, {rate.eta_text()}",
+                f"{rate.rate_text()}, {rate.eta_text()}",
                 markup=False,
                 highlight=False,
             )

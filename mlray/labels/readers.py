@@ -74,10 +74,10 @@ class SourceLabels:
     path: str
     format: str
     image_ids: list[str]
-    original: list[int] | None = None  # -1 = unknown
-    valid: list[list[int] | None] | None = None  # None entry = not annotated
-    unclear: list[list[int] | None] | None = None
-    problematic: list[bool | None] | None = None
+    original: Sequence[int] | None = None  # -1 = unknown
+    valid: Sequence[list[int] | None] | None = None  # None entry = not annotated
+    unclear: Sequence[list[int] | None] | None = None
+    problematic: Sequence[bool | None] | None = None
     merged_duplicates: list[str] = field(default_factory=list)  # entries that named a class twice (kept once)
 
     def __post_init__(self) -> None:
@@ -184,7 +184,8 @@ def read_multilabelfy_json(path: Path, shown: str | None = None, vocab: Vocabula
     if not isinstance(data, dict):
         raise MlrayError(f'{shown}: expected a JSON object {{"<id>.jpeg": [labels]}}, found {type(data).__name__}')
     check = _Checker(shown, vocab)
-    ids, valid = [], []
+    ids: list[str] = []
+    valid: list[list[int] | None] = []
     for key, labels in data.items():
         if labels is None:
             ids.append(image_id_from_name(key))
@@ -204,7 +205,8 @@ def read_imagenetv2_json(path: Path, shown: str | None = None, vocab: Vocabulary
     if not isinstance(data, dict) or not isinstance(data.get("image_filenames"), list):
         raise MlrayError(f"{shown}: expected a JSON object with an 'image_filenames' list of [file, wnid] pairs")
     check = _Checker(shown, vocab)
-    ids, original = [], []
+    ids: list[str] = []
+    original: list[int] = []
     for i, pair in enumerate(data["image_filenames"]):
         if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str)):
             raise check.fail(f"image_filenames[{i}]", f"expected [file, wnid], found {pair!r}")
@@ -231,7 +233,11 @@ def read_tfds_multilabel_csv(path: Path, shown: str | None = None, vocab: Vocabu
         path, shown, ["id", "original_label", "proposed_labels", "unclear_multi_labels", "is_problematic"]
     )
     check = _Checker(shown, vocab)
-    ids, original, valid, unclear, problematic = [], [], [], [], []
+    ids: list[str] = []
+    original: list[int] = []
+    valid: list[list[int] | None] = []
+    unclear: list[list[int] | None] = []
+    problematic: list[bool | None] = []
     for row in frame.itertuples(index=False):
         entry = f"row {len(ids) + 2} ({row.id})"
         ids.append(image_id_from_name(row.id))

@@ -71,7 +71,7 @@ def imagenet_vocabulary() -> Vocabulary:
     lemma_file = info / "imagenet_synset_to_lemma.txt"
     if lemma_file.is_file():
         for line in lemma_file.read_text().splitlines():
-            wnid, _, names = line.partition("\t")
-            lemmas[wnid.strip()] = names.strip()
+            wnid, _, lemma = line.partition("\t")
+            lemmas[wnid.strip()] = lemma.strip()
     names = tuple(lemmas.get(w, w).split(",")[0].strip() for w in wnids)
     return Vocabulary(wnids=wnids, names=names)
