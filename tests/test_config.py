@@ -8,7 +8,8 @@ import threading
 
 import pytest
 
-from mlray.config import default_config, load_config, load_dataset_labels
+from mlray.config import default_config, load_config
+from mlray.datasets import load_dataset_labels
 from mlray.errors import MlrayError
 from mlray.io import resolve, scheme_of
 

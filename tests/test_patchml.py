@@ -12,7 +12,8 @@ from conftest import shared
 from PIL import Image
 
 from mlray.cli import main
-from mlray.config import load_dataset_labels, parse_config
+from mlray.config import parse_config
+from mlray.datasets import load_dataset_labels
 from mlray.errors import MlrayError
 from mlray.patchml import (
     PatchMLOptions,

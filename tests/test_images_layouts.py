@@ -1,80 +1,99 @@
-"""Image layouts, shard planning, reading, decoding and the Parquet shard writer: tiny generated trees, a corpus
-of bad images, every mode conversion, and the real ImageNet val photos in ../shared/data."""
+"""mlray.images layouts and shard planning: the layout registry, tiny generated trees for every layout, labels
+carried by manifests / Parquet shards / tars (parsed by mlray.labels.parse, repeats counted), and determinism."""
 
 from __future__ import annotations
 
-import io
-import os
+import importlib
 import pickle
-import struct
-import tarfile
-import zlib
+import pkgutil
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image, ImageFile
+from image_helpers import GOLDFISH, TENCH, TOILET_TISSUE, labels_by_id, make_tar, put, read_all, tiny
 
-from mlray.data import (
-    DEFAULT_MAX_PIXELS,
-    ERRORS_FILE,
-    ImageError,
-    ImagePlan,
-    Shard,
-    decode_image,
-    plan_shards,
-    read_shard,
-    write_parquet_shards,
-)
+import mlray.images.layouts
 from mlray.errors import MlrayError
+from mlray.images import LAYOUTS, REGISTRY, ImageError, Layout, Shard, plan_shards, read_shard, shard_items
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-TENCH, GOLDFISH, TOILET_TISSUE = "n01440764", "n01443537", "n15075141"  # classes 0, 1, 999
-
-
-# ---------------------------------------------------------------- helpers
+# ---------------------------------------------------------------- the registry
 
 
-def encode(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, fmt, **kw)
-    return buf.getvalue()
+def test_registry_names_one_module_per_layout():
+    assert LAYOUTS == ("imagenet-val-flat", "wnid-folders", "imagenetv2", "manifest", "parquet-shards", "webdataset")
+    modules = {m.name for m in pkgutil.iter_modules(mlray.images.layouts.__path__) if not m.name.startswith("_")}
+    assert modules == {"folders", "manifest", "parquet", "webdataset"}
+    owner = {}
+    for name in LAYOUTS:
+        layout = REGISTRY[name]
+        assert isinstance(layout, Layout) and layout.name == name  # concrete: plan, read and sources implemented
+        package, module = type(layout).__module__.rsplit(".", 1)
+        assert package == "mlray.images.layouts"
+        owner[name] = module
+    assert owner == {
+        "imagenet-val-flat": "folders",
+        "wnid-folders": "folders",
+        "imagenetv2": "folders",
+        "manifest": "manifest",
+        "parquet-shards": "parquet",
+        "webdataset": "webdataset",
+    }
+    for module in modules:  # each layout module defines exactly the layouts the registry credits it with
+        namespace = vars(importlib.import_module(f"mlray.images.layouts.{module}"))
+        defined = {
+            obj.name
+            for obj in namespace.values()
+            if isinstance(obj, type)
+            and issubclass(obj, Layout)
+            and obj.__module__.endswith(f".{module}")
+            and "name" in vars(obj)
+        }
+        assert defined == {name for name, m in owner.items() if m == module}, module
 
 
-def tiny(seed: int = 0, fmt: str = "PNG") -> bytes:
-    """A distinct 1x1 image per seed."""
-    return encode(Image.new("RGB", (1, 1), (seed % 256, (seed // 256) % 256, 7)), fmt)
+def make_dataset(tmp_path: Path, layout: str) -> Path:
+    """A two-image dataset (ids a, b) in ``layout``; the path to give as ``images``."""
+    if layout == "imagenet-val-flat":
+        put(tmp_path / "a.jpg", tiny(1))
+        put(tmp_path / "b.png", tiny(2))
+        return tmp_path
+    if layout == "wnid-folders":
+        put(tmp_path / TENCH / "a.jpg", tiny(1))
+        put(tmp_path / GOLDFISH / "b.png", tiny(2))
+        return tmp_path
+    if layout == "imagenetv2":
+        put(tmp_path / "0" / "a.jpg", tiny(1))
+        put(tmp_path / "1" / "b.png", tiny(2))
+        return tmp_path
+    if layout == "manifest":
+        put(tmp_path / "x" / "a.jpg", tiny(1))
+        put(tmp_path / "x" / "b.png", tiny(2))
+        return put(tmp_path / "m.csv", "path,label\nx/a.jpg,0\nx/b.png,1\n")
+    if layout == "parquet-shards":
+        table = pa.table({"image_id": ["a", "b"], "image": [tiny(1), tiny(2)], "label": [0, 1]})
+        pq.write_table(table, tmp_path / "p.parquet")
+        return tmp_path
+    assert layout == "webdataset"
+    make_tar(tmp_path / "w.tar", [("a.jpg", tiny(1)), ("a.cls", b"0"), ("b.png", tiny(2)), ("b.cls", b"1")])
+    return tmp_path
 
 
-def photo_jpeg(size=(64, 48), seed=0) -> bytes:
-    rng = np.random.default_rng(seed)
-    return encode(Image.fromarray((rng.random((size[1], size[0], 3)) * 255).astype("uint8")), "JPEG", quality=90)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_every_layout_plans_and_reads(tmp_path, layout):
+    plan = plan_shards(make_dataset(tmp_path, layout), layout, shard_size=1 if layout != "webdataset" else 5)
+    assert plan.layout == layout and plan.image_ids == ["a", "b"]
+    assert {s.layout for s in plan.shards} == {layout}
+    assert read_all(plan) == {"a": (tiny(1), None), "b": (tiny(2), None)}
+    assert [i for s in plan.shards for i, _ in shard_items(s)] == [i for s in plan.shards for i in s.image_ids]
+    if layout != "imagenet-val-flat":
+        assert labels_by_id(plan) == {"a": 0, "b": 1}
+        assert plan.labels.format == f"layout:{layout}"
 
 
-def put(path: Path, data: bytes | str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(data, str):
-        path.write_text(data)
-    else:
-        path.write_bytes(data)
-    return path
-
-
-def read_all(plan: ImagePlan) -> dict[str, tuple[bytes | None, ImageError | None]]:
-    out = {}
-    for shard in plan.shards:
-        for image_id, data, err in read_shard(shard):
-            assert image_id not in out, f"{image_id} read twice"
-            out[image_id] = (data, err)
-    return out
-
-
-def labels_by_id(plan: ImagePlan, column: str = "original") -> dict:
-    assert plan.labels is not None
-    return dict(zip(plan.labels.image_ids, getattr(plan.labels, column)))
+def test_unknown_layout_of_a_shard_is_an_error():
+    with pytest.raises(MlrayError, match=r"unknown image layout 'zip'; known layouts: imagenet-val-flat, "):
+        list(read_shard(Shard("s00000", "zip", ("a",), paths=("a.jpg",))))
 
 
 # ---------------------------------------------------------------- layouts
@@ -94,7 +113,7 @@ def test_imagenet_val_flat(tmp_path):
     assert plan.n_skipped_non_image == 3
     assert [s.shard_id for s in plan.shards] == ["s00000"]
     expected_items = [(f"ILSVRC2012_val_{i:08d}", str(tmp_path / f"ILSVRC2012_val_{i:08d}.JPEG")) for i in (1, 2, 3)]
-    assert plan.shards[0].items == expected_items
+    assert shard_items(plan.shards[0]) == expected_items
     got = read_all(plan)
     for n, b in blobs.items():
         assert got[n[: -len(".JPEG")]] == (b, None)
@@ -204,6 +223,7 @@ def test_manifest_csv_relative_paths_and_labels(tmp_path):
     assert plan.labels.format == "layout:manifest"
     assert labels_by_id(plan) == {"a": -1, "b": 5, "c": -1, "d": 3}
     assert labels_by_id(plan, "valid") == {"a": [], "b": [5, 7], "c": [999], "d": [3]}
+    assert plan.labels.merged_duplicates == [f"{manifest}: row 5 (d)"]  # 3;3 kept once, counted
     assert plan.shards[0].paths[2] == str(tmp_path / "elsewhere" / "c.jpeg")
     got = read_all(plan)
     assert {k: v[0] for k, v in got.items()} == {"a": tiny(1), "b": tiny(2), "c": tiny(3), "d": tiny(4)}
@@ -282,20 +302,6 @@ def test_parquet_shards_missing_column(tmp_path):
         plan_shards(tmp_path, "parquet-shards")
 
 
-def add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    tar.addfile(info, io.BytesIO(data))
-
-
-def make_tar(path: Path, members: list[tuple[str, bytes]], mode: str = "w") -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(path, mode) as tar:
-        for name, data in members:
-            add_member(tar, name, data)
-    return path
-
-
 def test_webdataset(tmp_path):
     make_tar(
         tmp_path / "shard-000000.tar",
@@ -353,7 +359,7 @@ def test_file_uri_goes_through_from_uri(tmp_path):
     put(tmp_path / "0" / "a.jpeg", tiny(1))
     plan = plan_shards(f"file://{tmp_path}", "imagenetv2")
     assert plan.shards[0].filesystem == f"file://{tmp_path}"
-    assert plan.shards[0].items == [("a", f"file://{tmp_path}/0/a.jpeg")]
+    assert shard_items(plan.shards[0]) == [("a", f"file://{tmp_path}/0/a.jpeg")]
     assert read_all(plan) == {"a": (tiny(1), None)}
 
 
@@ -382,222 +388,54 @@ def test_image_error_pickles():
     assert (err.stage, err.reason, str(err)) == ("read", "no such file: x", "read: no such file: x")
 
 
-# ---------------------------------------------------------------- bad images
+# ---------------------------------------------------------------- labels in manifests, Parquet shards and tars
 
 
-def patched_png_header(width: int, height: int) -> bytes:
-    """A real PNG whose IHDR claims width x height (CRC fixed): a decompression bomb by its header."""
-    data = bytearray(encode(Image.new("1", (1, 1))))
-    assert data[12:16] == b"IHDR"
-    data[16:24] = struct.pack(">II", width, height)
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])) & 0xFFFFFFFF)
-    return bytes(data)
+def test_label_set_naming_a_class_twice_is_kept_once_and_counted(tmp_path):
+    from mlray.labels import build_dataset_labels
+
+    put(tmp_path / "a.jpg", tiny(1))
+    put(tmp_path / "b.jpg", tiny(2))
+    manifest = put(tmp_path / "m.csv", "path,labels\na.jpg,5;7;5\nb.jpg,8\n")
+    plan = plan_shards(manifest, "manifest")
+    assert labels_by_id(plan, "valid") == {"a": [5, 7], "b": [8]}
+    assert plan.labels.merged_duplicates == [f"{manifest}: row 2 (a)"]
+    joined = build_dataset_labels("m", None, plan.labels, "skip", image_ids=plan.image_ids)
+    assert joined.merged_duplicates == 1
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    pq.write_table(
+        pa.table(
+            {
+                "image_id": ["p", "q", "r"],
+                "image": [tiny(1), tiny(2), tiny(3)],
+                "labels": pa.array([[1], [2, 2, 3], [4, 4]], pa.list_(pa.int16())),
+            }
+        ),
+        shards / "s.parquet",
+    )
+    plan = plan_shards(shards, "parquet-shards")
+    assert labels_by_id(plan, "valid") == {"p": [1], "q": [2, 3], "r": [4]}
+    assert plan.labels.merged_duplicates == [f"{shards / 's.parquet'}: row 1 (q)", f"{shards / 's.parquet'}: row 2 (r)"]
+    assert build_dataset_labels("s", None, plan.labels, "skip", image_ids=plan.image_ids).merged_duplicates == 2
 
 
-def test_bad_image_corpus(tmp_path):
-    good = photo_jpeg()
-    sos = good.find(b"\xff\xda")
-    corpus = {
-        "good": good,
-        "truncated": good[: len(good) // 2],
-        "corrupt": good[: sos + 14] + b"\xff\xd8" * 1000,  # header intact, garbage entropy data
-        "zero": b"",
-        "text": b"This is not an image, it is a text file renamed .jpg\n",
-        "bomb": patched_png_header(20000, 20000),
-        "gone": good,
-    }
-    for name, data in corpus.items():
-        put(tmp_path / f"{name}.jpg", data)
-    plan = plan_shards(tmp_path, "imagenet-val-flat")
-    (tmp_path / "gone.jpg").unlink()  # unreadable after planning
-
-    outcome = {}
-    for image_id, data, err in read_shard(plan.shards[0]):
-        if err is None:
-            try:
-                decode_image(data)
-            except ImageError as exc:
-                err = exc
-        outcome[image_id] = None if err is None else (err.stage, err.reason)
-
-    assert outcome["good"] is None
-    assert outcome["truncated"][0] == "decode" and outcome["truncated"][1].startswith("truncated image (")
-    assert outcome["corrupt"][0] == "decode" and outcome["corrupt"][1].startswith("corrupt image (")
-    assert outcome["zero"] == ("read", "empty file")
-    assert outcome["text"][0] == "decode" and outcome["text"][1].startswith("not an image (")
-    assert outcome["bomb"] == ("decode", "decompression bomb: 20000 x 20000 = 400000000 pixels > 178956970")
-    assert outcome["gone"] == ("read", f"no such file: {tmp_path / 'gone.jpg'}")
-    assert all("\n" not in r[1] for r in outcome.values() if r)
-
-
-def test_decode_errors_direct():
-    with pytest.raises(ImageError) as info:
-        decode_image(b"")
-    assert (info.value.stage, info.value.reason) == ("read", "empty file")
-    with pytest.raises(ImageError, match=r"decode: not an image \(unknown format, starts with b'hello wo'\)"):
-        decode_image(b"hello world")
-    with pytest.raises(ImageError, match=r"decode: not an image \(PNG header"):
-        decode_image(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
-    small = encode(Image.new("RGB", (10, 10)))
-    with pytest.raises(ImageError, match=r"^decode: decompression bomb: 10 x 10 = 100 pixels > 99$"):
-        decode_image(small, max_pixels=99)
-    assert decode_image(small, max_pixels=100).size == (10, 10)
-    assert decode_image(small, max_pixels=None).size == (10, 10)  # None: no bomb check
-
-
-def test_decode_independent_of_pillow_globals(monkeypatch):
-    before = (ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS)
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)  # Pillow's own check would refuse a 100x100 image
-    assert decode_image(encode(Image.new("RGB", (100, 100)))).size == (100, 100)
-    with pytest.raises(ImageError, match="decompression bomb: 100 x 100 = 10000 pixels > 9999"):
-        decode_image(encode(Image.new("RGB", (100, 100))), max_pixels=9999)
-    monkeypatch.undo()
-    with pytest.raises(ImageError, match=r"decode: truncated image \(JPEG header"):
-        decode_image(photo_jpeg()[:500])  # cut inside the header
-    assert (ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS) == before
-
-
-def test_no_exif_transpose():
-    img = Image.new("RGB", (4, 2), (200, 10, 10))
-    exif = Image.Exif()
-    exif[0x0112] = 6  # orientation: rotate 90 CW on display
-    decoded = decode_image(encode(img, "JPEG", exif=exif.tobytes()))
-    assert decoded.size == (4, 2)  # as stored, like timm
-
-
-# ---------------------------------------------------------------- mode conversions
-
-
-def test_mode_conversions_exact_pixels():
-    gray = Image.new("L", (2, 1))
-    gray.putpixel((0, 0), 77)
-    gray.putpixel((1, 0), 255)
-    la = Image.new("LA", (1, 1), (120, 0))
-    pal = Image.new("P", (2, 1))
-    pal.putpalette([255, 0, 0, 0, 128, 255] + [0] * 762)
-    pal.putpixel((1, 0), 1)
-    rgba = Image.new("RGBA", (1, 1), (10, 20, 30, 0))
-    cmyk = Image.new("CMYK", (2, 1), (0, 255, 0, 0))
-    cmyk.putpixel((1, 0), (0, 0, 0, 255))
-    i16 = Image.new("I;16", (3, 1))
-    for x, v in enumerate((0, 200, 300)):
-        i16.putpixel((x, 0), v)
-    bilevel = Image.new("1", (2, 1))
-    bilevel.putpixel((1, 0), 1)
-    cases = [
-        (encode(gray), "L", [(77, 77, 77), (255, 255, 255)]),
-        (encode(la), "LA", [(120, 120, 120)]),
-        (encode(pal, transparency=0), "P", [(255, 0, 0), (0, 128, 255)]),  # transparency dropped, not composited
-        (encode(rgba), "RGBA", [(10, 20, 30)]),  # alpha dropped
-        (encode(cmyk, "TIFF"), "CMYK", [(255, 0, 255), (0, 0, 0)]),
-        (encode(i16), "I;16", [(0, 0, 0), (200, 200, 200), (255, 255, 255)]),  # clipped at 255, like Pillow
-        (encode(bilevel), "1", [(0, 0, 0), (255, 255, 255)]),
-        (encode(Image.new("RGB", (1, 1), (1, 2, 3)), "BMP"), "RGB", [(1, 2, 3)]),
-    ]
-    for data, mode, pixels in cases:
-        assert Image.open(io.BytesIO(data)).mode == mode
-        img = decode_image(data)
-        assert img.mode == "RGB", mode
-        assert [img.getpixel((x, 0)) for x in range(len(pixels))] == pixels, mode
-        assert img.tobytes() == Image.open(io.BytesIO(data)).convert("RGB").tobytes()  # exactly timm's loader
-
-
-# ---------------------------------------------------------------- real photos
-
-
-def test_real_val_photos_decode():
-    folder = SHARED_DATA / "images-ilsvrc2012-val-original"
-    if not folder.is_dir():
-        pytest.skip(f"real data not available: {folder} (the ../shared/data folder beside the checkout)")
-    plan = plan_shards(folder, "imagenet-val-flat", shard_size=32)
-    expected = sorted(p.stem for p in folder.iterdir() if p.suffix.lower() in (".jpeg", ".jpg"))
-    assert len(expected) == 89 and plan.image_ids == expected
-    assert plan.n_skipped_non_image == 2 and "SOURCE.md" in plan.skipped_examples  # + manifest.csv
-    assert [len(s) for s in plan.shards] == [32, 32, 25]
-    modes = {}
-    for shard in plan.shards:
-        for image_id, data, err in read_shard(shard):
-            assert err is None, (image_id, err)
-            modes[image_id] = Image.open(io.BytesIO(data)).mode
-            img = decode_image(data)
-            assert img.mode == "RGB" and min(img.size) > 0
-    assert len(modes) == 89
-    assert modes["ILSVRC2012_val_00000034"] == "L" and modes["ILSVRC2012_val_00033079"] == "L"
-
-
-# ---------------------------------------------------------------- Parquet shard writer
-
-
-def test_write_parquet_shards_round_trip(tmp_path):
-    src = tmp_path / "src"
-    rows = ["image_id,path,label,labels"]
-    blobs = {}
-    for i in range(5):
-        blobs[f"im{i}"] = photo_jpeg(seed=i) if i % 2 else tiny(i)
-        put(src / f"im{i}.jpg", blobs[f"im{i}"])
-        rows.append(f"im{i},im{i}.jpg,{i},{i};{i + 10}")
-    put(src / "empty.jpg", b"")
-    rows.append("empty,empty.jpg,,")
-    put(src / "gone.jpg", tiny(9))
-    rows.append("gone,gone.jpg,9,9")
-    put(src / "manifest.csv", "\n".join(rows) + "\n")
-    plan = plan_shards(src / "manifest.csv", "manifest")
-    (src / "gone.jpg").unlink()
-
-    out = tmp_path / "out"
-    written = write_parquet_shards(plan, out, shard_size=2)
-    assert isinstance(written, list)
-    # 7 rows in id order (empty, gone, im0..im4): the 2 unreadable ones stay in, with a null image
-    parts = [f"part-{i:05d}.parquet" for i in range(4)]
-    assert [Path(p).name for p in written] == parts
-    assert (written.n_images, written.n_errors) == (5, 2)
-    assert sorted(os.listdir(out)) == [ERRORS_FILE, *parts]
-    assert pq.read_table(out / "part-00000.parquet").column("image").to_pylist() == [None, None]
-    table = pq.read_table(out / "part-00000.parquet")
-    assert table.schema.field("image").type == pa.binary()
-    assert table.schema.field("label").type == pa.int16()
-    assert table.schema.field("labels").type == pa.list_(pa.int16())
-    errors = pq.read_table(written.errors_path).to_pylist()
-    assert errors == [
-        {"image_id": "empty", "path": str(src / "empty.jpg"), "stage": "read", "error": "empty file"},
-        {"image_id": "gone", "path": str(src / "gone.jpg"), "stage": "read", "error": f"no such file: {src}/gone.jpg"},
-    ]
-
-    back = plan_shards(out, "parquet-shards", shard_size=1000)
-    assert back.image_ids == ["empty", "gone"] + [f"im{i}" for i in range(5)]  # every source image
-    assert [len(s) for s in back.shards] == [2, 2, 2, 1]
-    assert back.n_skipped_non_image == 1  # errors.parquet
-    got = read_all(back)
-    assert {k: v for k, v in got.items() if k.startswith("im")} == {
-        k: (v, None) for k, v in blobs.items()
-    }  # original bytes
-    assert [(got[k][0], got[k][1].stage) for k in ("empty", "gone")] == [(None, "read"), (None, "read")]
-    assert labels_by_id(back) == {"empty": -1, "gone": 9, **{f"im{i}": i for i in range(5)}}
-    assert labels_by_id(back, "valid") == {"empty": [], "gone": [9], **{f"im{i}": [i, i + 10] for i in range(5)}}
-
-    with pytest.raises(MlrayError, match=r"already holds 5 shard file\(s\).*pass overwrite"):
-        write_parquet_shards(plan, out, shard_size=2)
-    with pytest.raises(MlrayError, match=r"out: is where the images are read from"):
-        write_parquet_shards(back, out, overwrite=True)  # would delete its own input
-    again = write_parquet_shards(plan, out, shard_size=10, overwrite=True)
-    assert [Path(p).name for p in again] == ["part-00000.parquet"] and again.n_errors == 2
-    assert sorted(os.listdir(out)) == [ERRORS_FILE, "part-00000.parquet"]  # no stale parts, no temp files
-
-
-def test_write_parquet_shards_unlabelled_layout(tmp_path):
-    for i in range(3):
-        put(tmp_path / "in" / f"ILSVRC2012_val_{i + 1:08d}.JPEG", tiny(i, "JPEG"))
-    plan = plan_shards(tmp_path / "in", "imagenet-val-flat")
-    written = write_parquet_shards(plan, f"file://{tmp_path / 'out'}")
-    assert written == [f"file://{tmp_path / 'out' / 'part-00000.parquet'}"]
-    table = pq.read_table(tmp_path / "out" / "part-00000.parquet")
-    assert table.column("label").to_pylist() == [-1, -1, -1]
-    assert table.column("labels").to_pylist() == [None, None, None]
-    assert pq.read_table(tmp_path / "out" / ERRORS_FILE).num_rows == 0
-    back = plan_shards(tmp_path / "out", "parquet-shards")
-    assert back.labels.original == [-1, -1, -1] and back.labels.valid == [None, None, None]
-
-
-def test_constants():
-    assert DEFAULT_MAX_PIXELS == 178_956_970
-    assert Shard("s00000", "imagenet-val-flat", ()).kind == "files"
+def test_float_text_is_not_a_class_index(tmp_path):
+    put(tmp_path / "a.jpg", tiny(1))
+    put(tmp_path / "label.csv", "image_id,path,label\na,a.jpg,3.0\n")
+    with pytest.raises(MlrayError, match=r"label\.csv: row 2 \(a\): label '3\.0' is not a class index$"):
+        plan_shards(tmp_path / "label.csv", "manifest")
+    put(tmp_path / "labels.csv", "image_id,path,labels\na,a.jpg,1;3.0\n")
+    with pytest.raises(MlrayError, match=r"labels\.csv: row 2 \(a\): label '3\.0' is not a class index$"):
+        plan_shards(tmp_path / "labels.csv", "manifest")
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    pq.write_table(
+        pa.table({"image_id": ["p", "q"], "image": [tiny(1), tiny(2)], "label": ["4", "3.0"]}), shards / "s.parquet"
+    )
+    with pytest.raises(MlrayError, match=r"s\.parquet: row 1 \(q\): label '3\.0' is not a class index$"):
+        plan_shards(shards, "parquet-shards")
+    make_tar(tmp_path / "wds" / "x.tar", [("k.jpg", tiny(1)), ("k.cls", b"3.0")])
+    with pytest.raises(MlrayError, match=r"x\.tar:k\.cls: label '3\.0' is not a class index$"):
+        plan_shards(tmp_path / "wds", "webdataset")
