@@ -1,6 +1,7 @@
 """Published results (``mlray import-results``): timm's results CSVs and imagenet-testbed's table, in one long table.
 
-Output (``external_results.parquet``), one row per (model, img_size, dataset, metric, source):
+Outputs: ``external_gap_summary.parquet`` (:func:`gap_summary`: the val -> ImageNetV2 gap across models per
+collection) and ``external_results.parquet``, one row per (model, img_size, dataset, metric, source):
 
 =================  ==============================================================================================
 ``model``           the model name as the source spells it (timm: ``resnet50.a1_in1k``; testbed: ``resnet50``)
@@ -46,6 +47,7 @@ from .errors import MlrayError
 from .io import write_parquet_atomic
 
 RESULTS_FILE = "external_results.parquet"
+GAP_SUMMARY_FILE = "external_gap_summary.parquet"  # gap_summary of the import, next to RESULTS_FILE
 TIMM_REQUIRED = ("model", "img_size", "top1", "top5")
 TIMM_METRICS = ("top1", "top5")
 TIMM_DATASETS = {"imagenet": "imagenet-val", "imagenet-real": "imagenet-val-real", "sketch": "imagenet-sketch"}
@@ -59,6 +61,11 @@ TESTBED_COLUMNS = {
 VAL = "imagenet-val"
 V2_MF = "imagenetv2-matched-frequency"
 GAP_STATS = ("count", "mean", "median", "std", "min", "p10", "p90", "max")
+GAP_SUMMARY_SCHEMA = pa.schema(
+    [(c, pa.string()) for c in ("collection", "metric", "base", "other", "base_source", "other_source")]
+    + [("count", pa.int64())]
+    + [(c, pa.float64()) for c in GAP_STATS[1:]]
+)
 
 RESULTS_SCHEMA = pa.schema(
     [
@@ -353,8 +360,12 @@ def gap_summary(df: pd.DataFrame, metric: str = "top1", base: str = VAL, other: 
 def import_results(
     paths: str | os.PathLike | Iterable[str | os.PathLike], out: str | os.PathLike
 ) -> tuple[pd.DataFrame, pd.DataFrame, Path]:
-    """The ``mlray import-results`` backend: read, write ``external_results.parquet`` under ``out``, summarize.
-    Returns (results table, gap summary, written path)."""
+    """The ``mlray import-results`` backend: read, write ``external_results.parquet`` under ``out``, summarize,
+    and write the summary (:func:`gap_summary`, possibly with no rows) as ``external_gap_summary.parquet`` next to
+    it. Returns (results table, gap summary, written results path)."""
     df = read_results(paths)
     path = write_results(df, out)
-    return df, gap_summary(df), path
+    summary = gap_summary(df)
+    table = pa.Table.from_pandas(summary, schema=GAP_SUMMARY_SCHEMA, preserve_index=False)
+    write_parquet_atomic(table, path.parent / GAP_SUMMARY_FILE)
+    return df, summary, path

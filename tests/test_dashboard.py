@@ -1,6 +1,8 @@
 """The report dashboard (mlray.dashboard, ``mlray dashboard DIR``): data shaping checked exactly against the
-Parquet reports, omitted charts, one-line errors, and the page in headless Chromium (no console errors, every
-chart drawn, tables sort, a screenshot kept in test-artifacts/dashboard.png).
+Parquet reports, the summary reports the page shows (``dataset_gaps``, ``external_gap_summary``) and the notes when
+they are missing, omitted charts, the report folder found inside an ``mlray evaluate`` output folder, one-line
+errors, and the page in headless Chromium (no console errors, every chart drawn, tables sort, a screenshot kept in
+test-artifacts/dashboard.png).
 
 The browser test needs the Debian ``chromium`` and ``chromium-driver`` packages and the ``selenium`` package; it
 skips (with the reason) without them, and fails instead when ``MLRAY_REQUIRE_BROWSER=1`` (CI). With
@@ -9,6 +11,7 @@ skips (with the reason) without them, and fails instead when ``MLRAY_REQUIRE_BRO
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -23,6 +26,8 @@ from conftest import REPO, SHARED_DATA
 from mlray.cli import main
 from mlray.dashboard import DATASET_COLORS, build_dashboard, load_reports
 from mlray.errors import MlrayError
+from mlray.external import GAP_SUMMARY_FILE, gap_summary, import_results
+from mlray.reports import DATASET_GAPS_COLUMNS, dataset_gaps_frame
 
 ARTIFACTS = REPO / "test-artifacts"
 SCREENSHOT = REPO / "dashboards" / "screenshot.png"
@@ -118,7 +123,115 @@ def hand_reports(tmp_path) -> Path:
     write(model_metrics(), folder, "model_metrics")
     write(subgroups(), folder, "subgroup_metrics")
     write(gaps(), folder, "gap_decomposition")
+    write(dataset_gaps_frame(model_metrics(), gaps(), ["alpha", "beta", "gamma"]), folder, "dataset_gaps")
     return folder
+
+
+def test_dataset_gaps_report_exact():
+    """mlray.reports.dataset_gaps_frame: mean gaps over the models per ordered pair and metric (what score_report
+    writes as dataset_gaps.parquet and the page shows)."""
+    dg = dataset_gaps_frame(model_metrics(), gaps(), ["alpha", "beta", "gamma"])
+    assert list(dg.columns) == DATASET_GAPS_COLUMNS
+    assert dg["n_models"].dtype == "int64" and dg["mean_gap"].dtype == "float64"
+    rows = dg.set_index(["dataset_a", "dataset_b", "metric"])
+    # top5 is unavailable everywhere, so it has no row; m3 (alpha only) is in no pair
+    assert set(rows.index.get_level_values("metric")) == {"top1", "real_top1", "vtopk_all", "asma_vtopk_all"}
+    assert set(zip(dg.dataset_a, dg.dataset_b)) == set(itertools.permutations(["alpha", "beta", "gamma"], 2))
+    ab = rows.loc[("alpha", "beta", "top1")]
+    assert ab["n_models"] == 2 and ab["mean_gap"] == ((0.80 - 0.60) + (0.90 - 0.70)) / 2
+    assert ab["n_decomposed"] == 2 and ab["mean_decomposed_gap"] == 0.2
+    assert ab["mean_composition"] == (0.15 + 0.05) / 2 and ab["mean_within"] == ((0.2 - 0.15) + (0.2 - 0.05)) / 2
+    assert ab["share_explained"] == ((0.15 + 0.05) / 2) / 0.2
+    ba = rows.loc[("beta", "alpha", "top1")]
+    assert ba["n_models"] == 2 and ba["n_decomposed"] == 1 and ba["share_explained"] == -0.1 / -0.2
+    ag = rows.loc[("alpha", "gamma", "asma_vtopk_all")]
+    assert ag["n_models"] == 1 and ag["mean_gap"] == 0.65 - 0.71 and ag["n_decomposed"] == 0
+    assert np.isnan(ag["mean_decomposed_gap"]) and np.isnan(ag["share_explained"])
+    # a gap under one point explains nothing: share_explained is NaN
+    small = gaps().assign(gap=0.005, composition=0.004, within=0.001)
+    assert dataset_gaps_frame(model_metrics(), small, ["alpha", "beta"])["share_explained"].isna().all()
+    # one dataset (score_report on a single dataset): no pair, no row, the columns typed
+    one = dataset_gaps_frame(model_metrics(), pd.DataFrame(), ["alpha"])
+    assert one.empty and list(one.columns) == DATASET_GAPS_COLUMNS and one["n_models"].dtype == "int64"
+
+
+def test_headline_cards_from_the_summary_reports(hand_reports):
+    text = build_dashboard(hand_reports).read_text()
+    card = (
+        '<div class="card" style="--accent:#E69F00"><div class="card-label">top-1 gap alpha → beta</div>'
+        '<div class="card-value">+20.00 pts</div><div class="card-sub">mean over 2 model(s); label-count mix '
+        "explains 50 %</div></div>"
+    )
+    assert card in text and "top-1 gap alpha → gamma" not in text  # no model has a gap alpha -> gamma
+    assert "Not shown: the mean gaps" not in text
+    assert "docs/design.md" in text and "DESIGN.md" not in text  # the footer cites the design notes
+
+
+def test_missing_dataset_gaps_is_a_note(hand_reports):
+    """A folder written before mlray wrote dataset_gaps.parquet: no gap card, no mean gaps, one note line."""
+    (hand_reports / "dataset_gaps.parquet").unlink()
+    page = build_dashboard(hand_reports)
+    text = page.read_text()
+    assert "top-1 gap alpha → beta" not in text
+    assert text.count('<p class="note">Not shown: the mean gaps') == 1
+    assert (
+        '<p class="note">Not shown: the mean gaps between datasets (cards, scatter panels): dataset_gaps.parquet '
+        "is not in this report directory (written by mlray score / evaluate).</p>"
+    ) in text
+    titles = [a["text"] for a in embedded(page)["charts"]["scatter-0"]["figure"]["layout"]["annotations"]]
+    assert not [t for t in titles if t.startswith("mean gap")]
+    # the rest of the page is unchanged: the scatter and gap charts are drawn
+    assert {"scatter-0", "scatter-1", "gap-0"} <= set(embedded(page)["charts"])
+
+
+def published_csv(folder: Path) -> Path:
+    """An imagenet-testbed table: r 76.5 -> 64.5 and s 80 -> 70 (val -> ImageNetV2 MatchedFrequency top-1)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "robustness_top1s.csv"
+    path.write_text("model,val,imagenetv2-matched-frequency-format-val\nr,76.5,64.5\ns,80,70\n")
+    return path
+
+
+def test_published_gap_from_its_report(tmp_path):
+    """import_results writes external_gap_summary.parquet next to external_results.parquet; the page's card and
+    table show it (and a note stands in for both when a folder lacks it)."""
+    folder = tmp_path / "reports"
+    df, summary, path = import_results(published_csv(tmp_path / "in"), folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["external_gap_summary.parquet", "external_results.parquet"]
+    stored = pd.read_parquet(folder / GAP_SUMMARY_FILE)
+    pd.testing.assert_frame_equal(stored, gap_summary(df), check_dtype=False)
+    assert stored[["collection", "count"]].values.tolist() == [["imagenet-testbed", 2]]
+    text = build_dashboard(folder).read_text()
+    assert (
+        '<div class="card" style="--accent:#6b7280"><div class="card-label">published top-1 gap val → V2 '
+        '(imagenet-testbed)</div><div class="card-value">+11.00 pts</div><div class="card-sub">mean over 2 models '
+        "(median +11.00)</div></div>"
+    ) in text
+    assert '<table class="sortable" id="table-published-gap">' in text
+    assert '<td>imagenet-testbed</td><td class="num" data-v="2.0">2</td>' in text
+
+    (folder / GAP_SUMMARY_FILE).unlink()
+    text = build_dashboard(folder).read_text()
+    assert "published top-1 gap val → V2" not in text and 'id="table-published-gap"' not in text
+    assert (
+        '<p class="note">Not shown: the published val → ImageNetV2 gap (card, table): '
+        "external_gap_summary.parquet is not in this report directory (written by mlray import-results).</p>"
+    ) in text
+    assert 'id="table-published"' in text  # the per-model table reads external_results itself
+
+
+def test_evaluate_output_folder_finds_its_reports(hand_reports, capsys):
+    """``mlray dashboard OUT`` on an ``mlray evaluate`` output folder reads OUT/reports and writes the page there."""
+    out = hand_reports.parent
+    assert hand_reports == out / "reports" and not list(out.glob("*.parquet"))
+    page = build_dashboard(out)
+    assert page == hand_reports / "dashboard.html"
+    assert embedded(page)["meta"]["source"] == str(hand_reports.resolve())
+    assert load_reports(out).directory == hand_reports
+    page.unlink()
+    assert main(["dashboard", str(out)]) == 0
+    assert (hand_reports / "dashboard.html").is_file() and not (out / "dashboard.html").exists()
+    assert "dashboard.html" in capsys.readouterr().out
 
 
 def test_histogram_and_share_exact(hand_reports):
@@ -228,6 +341,12 @@ def test_errors_are_one_line(tmp_path, capsys):
     with pytest.raises(MlrayError) as exc:
         build_dashboard(tmp_path / "empty")
     assert "no mlray reports in this folder" in str(exc.value) and "\n" not in str(exc.value)
+    # it says where it looked: the folder and its reports/ subfolder (where mlray evaluate writes them)
+    assert str(exc.value).startswith(f"{tmp_path / 'empty'}: no mlray reports in this folder or in "
+                                     f"{tmp_path / 'empty' / 'reports'} (expected any of ")  # fmt: skip
+    (tmp_path / "empty" / "reports").mkdir()
+    with pytest.raises(MlrayError, match=r"no mlray reports in this folder or in .*empty/reports \(expected"):
+        load_reports(tmp_path / "empty")
     bad = tmp_path / "bad"
     write(pd.DataFrame({"dataset": ["x"], "n_labels": [1]}), bad, "label_count_hist")
     missing = r"label_count_hist.parquet: not an mlray label_count_hist report: missing column\(s\) n_images, fraction"
@@ -371,6 +490,24 @@ def test_page_from_score_reports_matches_parquet(scored_reports):
     gd = gd.set_index(["model", "dataset_a", "dataset_b", "metric"])
     comp = data["charts"]["gap-0"]["figure"]["data"][0]
     assert comp["x"] == [100 * gd.loc[(m, a, b, "top1"), "composition"] for m in SYNTH_MODELS]
+    # the page shows the summaries score_report wrote (dataset_gaps); they are the means over the models of the
+    # reports above (equal up to float rounding: a mean gap of exactly x.xx5 points may show either last digit)
+    text = page.read_text()
+    dg = pd.read_parquet(scored_reports / "dataset_gaps.parquet").set_index(["dataset_a", "dataset_b", "metric"])
+    top1 = gd.loc[(slice(None), a, b, "top1"), :]
+    row = dg.loc[(a, b, "top1")]
+    assert row["n_decomposed"] == 4 and np.isclose(row["mean_decomposed_gap"], top1["gap"].mean(), rtol=0, atol=1e-12)
+    assert np.isclose(row["share_explained"], top1["composition"].mean() / top1["gap"].mean(), rtol=0, atol=1e-12)
+    assert (
+        f'<div class="card-value">{100 * row["mean_decomposed_gap"]:+.2f} pts</div><div class="card-sub">mean over '
+        f"4 model(s); label-count mix explains {100 * row['share_explained']:.0f} %</div>"
+    ) in text
+    titles = [t["text"] for t in data["charts"]["scatter-0"]["figure"]["layout"]["annotations"]]
+    for metric in ("top1", "real_top1", "vtopk_all", "asma_vtopk_all"):
+        diffs = [mm.loc[(m, a, metric), "value"] - mm.loc[(m, b, metric), "value"] for m in SYNTH_MODELS]
+        assert dg.loc[(a, b, metric), "n_models"] == 4
+        assert np.isclose(dg.loc[(a, b, metric), "mean_gap"], sum(diffs) / len(diffs), rtol=0, atol=1e-12)
+        assert f"mean gap {100 * dg.loc[(a, b, metric), 'mean_gap']:+.2f} pts" in titles
     if (scored_reports / "external_results.parquet").exists():
         pub = data["charts"]["published"]["figure"]["data"]
         timm = [t for t in pub if t["name"].startswith("timm (")]
@@ -379,6 +516,11 @@ def test_page_from_score_reports_matches_parquet(scored_reports):
         assert timm[0]["y"][i] == 100 * 0.6847  # the published ImageNetV2 top-1, 68.47 %
         own = [t for t in pub if t["name"].startswith("this report")]
         assert own and own[0]["text"] == list(SYNTH_MODELS)
+        summary = gap_summary(pd.read_parquet(scored_reports / "external_results.parquet")).iloc[0]
+        assert (
+            f'published top-1 gap val → V2 (timm)</div><div class="card-value">{100 * summary["mean"]:+.2f} pts'
+            f'</div><div class="card-sub">mean over {summary["count"]:,} models (median {100 * summary["median"]:+.2f})'
+        ) in text
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -237,7 +237,10 @@ def test_write_and_read_back(tmp_path):
     pd.testing.assert_frame_equal(back, df)
     assert back["img_size"].tolist()[:2] == [224, 224] and pd.isna(back["img_size"].iloc[2])
     assert write_results(df, tmp_path / "x.parquet") == tmp_path / "x.parquet"
-    assert [p.name for p in (tmp_path / "out").iterdir()] == ["external_results.parquet"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "external_gap_summary.parquet",
+        "external_results.parquet",
+    ]
     assert src.is_file()
 
 

@@ -1,0 +1,616 @@
+"""The dashboard's charts: one function per chart, each building a plotly figure from the reports (as the JSON the
+page embeds, numbers ``100 ×`` the report fractions) or, when its report is absent, a :class:`Chart` holding the
+one-line note that stands in for it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from .load import Reports, missing
+from .style import (
+    COLLECTION_STYLE,
+    COMPOSITION_COLOR,
+    FONT,
+    GAP_METRICS,
+    METRIC_LABELS,
+    OTHER_COLLECTION_STYLE,
+    PUBLISHED_PAIRS,
+    SCATTER_METRICS,
+    SUBGROUP_METRICS,
+    WITHIN_COLOR,
+    YX_LINE,
+    esc,
+    fmt_pct,
+    num,
+    pct,
+)
+
+
+@dataclass
+class Chart:
+    """One chart on the page: a plotly figure (as JSON) or, when its inputs are missing, a note instead."""
+
+    id: str
+    title: str
+    figure: dict[str, Any] | None = None
+    caption: str = ""
+    note: str = ""
+
+
+def _base_layout(**extra: Any) -> dict[str, Any]:
+    """The layout every figure shares (template, font, margins, a horizontal legend on top), updated by ``extra``."""
+    layout: dict[str, Any] = {
+        "template": "plotly_white",
+        "font": {"family": FONT, "size": 13, "color": "#1f2937"},
+        "margin": {"l": 64, "r": 24, "t": 56, "b": 56},
+        "hoverlabel": {"font": {"family": FONT}},
+        "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0, "xanchor": "left"},
+    }
+    layout.update(extra)
+    return layout
+
+
+def _panels_layout(height: int, top: int = 100, bottom: int = 60, left: int = 64, **extra: Any) -> dict[str, Any]:
+    """Layout of a figure with subplot titles: the legend sits in the top margin, above the titles."""
+    plot_height = max(1, height - top - bottom)
+    legend = {"orientation": "h", "yanchor": "bottom", "xanchor": "left", "x": 0, "y": 1 + 30 / plot_height}
+    return _base_layout(height=height, margin={"l": left, "r": 24, "t": top, "b": bottom}, legend=legend, **extra)
+
+
+def _figure_json(fig: Any) -> dict[str, Any]:
+    """The figure as the plotly JSON the page embeds (validated)."""
+    import plotly.io as pio
+
+    figure: dict[str, Any] = json.loads(pio.to_json(fig, validate=True, engine="json"))
+    return figure
+
+
+def chart_label_hist(r: Reports, colors: dict[str, str]) -> Chart:
+    """Grouped bars: share of each dataset's labelled images (%) by number of valid labels, side by side."""
+    import plotly.graph_objects as go
+
+    title = "Images by number of valid labels"
+    hist = r.get("label_count_hist")
+    if hist is None:
+        return Chart("label-hist", title, note=missing("label_count_hist", "written by mlray stats / evaluate"))
+    fig = go.Figure()
+    for d in [d for d in r.datasets if d in set(hist["dataset"])]:
+        rows = hist[hist["dataset"] == d].sort_values("n_labels")
+        fig.add_trace(
+            go.Bar(
+                x=[int(k) for k in rows["n_labels"]],
+                y=[pct(f) for f in rows["fraction"]],
+                customdata=[[int(n)] for n in rows["n_images"]],
+                name=esc(d),
+                marker={"color": colors[d]},
+                hovertemplate=f"<b>{esc(d)}</b><br>%{{x}} valid label(s): %{{y:.2f}} %% of labelled images"
+                "<br>%{customdata[0]:,} images<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        _base_layout(
+            barmode="group",
+            height=400,
+            bargap=0.18,
+            xaxis={"title": {"text": "number of valid labels per image"}, "dtick": 1},
+            yaxis={"title": {"text": "share of labelled images (%)"}, "ticksuffix": " %", "rangemode": "tozero"},
+            updatemenus=[_log_toggle()],
+        )
+    )
+    return Chart(
+        "label-hist",
+        title,
+        _figure_json(fig),
+        "Share of each dataset's labelled images (at least one valid label) that have exactly k valid labels. "
+        "Use the <i>log scale</i> button to see the rare many-label images.",
+    )
+
+
+def _log_toggle() -> dict[str, Any]:
+    """The linear / log-scale buttons of the label-count histogram."""
+    return {
+        "type": "buttons",
+        "direction": "right",
+        "x": 1,
+        "xanchor": "right",
+        "y": 1,
+        "yanchor": "top",
+        "showactive": True,
+        "pad": {"r": 0, "t": 0},
+        "buttons": [
+            {"label": "linear", "method": "relayout", "args": [{"yaxis.type": "linear"}]},
+            {"label": "log scale", "method": "relayout", "args": [{"yaxis.type": "log"}]},
+        ],
+    }
+
+
+def chart_multi_share(r: Reports, colors: dict[str, str]) -> Chart:
+    """Bars: share of labelled images with two or more valid labels, per dataset."""
+    import plotly.graph_objects as go
+
+    title = "Multi-label share"
+    st = r.get("dataset_stats")
+    if st is None:
+        return Chart("multi-share", title, note=missing("dataset_stats", "written by mlray stats / evaluate"))
+    names = [d for d in r.datasets if d in set(st["dataset"])]
+    rows = st.set_index("dataset").loc[names]
+    fig = go.Figure(
+        go.Bar(
+            x=names,
+            y=[pct(f) for f in rows["multi_fraction"]],
+            customdata=[
+                [int(m), int(n), num(ml)] for m, n, ml in zip(rows["n_multi"], rows["n_labelled"], rows["mean_labels"])
+            ],
+            marker={"color": [colors[d] for d in names]},
+            text=[fmt_pct(f) for f in rows["multi_fraction"]],
+            textposition="outside",
+            cliponaxis=False,
+            hovertemplate="<b>%{x}</b><br>%{y:.2f} % of labelled images have ≥ 2 valid labels"
+            "<br>%{customdata[0]:,} of %{customdata[1]:,}; mean %{customdata[2]:.3f} labels per image<extra></extra>",
+            showlegend=False,
+        )
+    )
+    top = max([pct(f) or 0 for f in rows["multi_fraction"]] + [1])
+    fig.update_layout(
+        _base_layout(
+            height=400,
+            xaxis={"title": {"text": "dataset"}},
+            yaxis={
+                "title": {"text": "images with ≥ 2 valid labels (%)"},
+                "ticksuffix": " %",
+                "range": [0, min(100, top * 1.18)],
+            },  # fmt: skip
+        )
+    )
+    return Chart(
+        "multi-share",
+        title,
+        _figure_json(fig),
+        "Share of labelled images with two or more valid labels. A test set with more multi-label images "
+        "penalizes single-label top-1 accuracy more.",
+    )
+
+
+def _metric_values(mm: pd.DataFrame, dataset: str, metric: str) -> pd.DataFrame:
+    """The available values of one metric on one dataset, indexed by model (first row per model)."""
+    rows = mm[(mm["dataset"] == dataset) & (mm["metric"] == metric)]
+    if "available" in rows.columns:
+        rows = rows[rows["available"].fillna(False).astype(bool)]
+    rows = rows[rows["value"].notna()]
+    return rows.drop_duplicates("model").set_index("model")
+
+
+def chart_scatter(r: Reports, colors: dict[str, str], a: str, b: str, index: int) -> Chart:
+    """Per model: accuracy on A (x) vs on B (y) under top-1, ReaL, variable top-k and ASMA, with y = x dashed."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    mm, dg = r.get("model_metrics"), r.get("dataset_gaps")
+    cid = f"scatter-{index}"
+    title = f"{a} vs {b}: every model, four ways of scoring"
+    if mm is None:
+        return Chart(cid, title, note=missing("model_metrics", "written by mlray score / evaluate"))
+    metrics = [m for m in SCATTER_METRICS if m in set(mm["metric"])]
+    if not metrics:
+        return Chart(cid, title, note="model_metrics.parquet has none of " + ", ".join(SCATTER_METRICS))
+    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=[METRIC_LABELS[m] for m in metrics],
+                        horizontal_spacing=0.07)  # fmt: skip
+    fig.update_annotations(font={"size": 13})  # the subplot titles
+    n_points = 0
+    left_out: set[str] = set()
+    for i, metric in enumerate(metrics, start=1):
+        va, vb = _metric_values(mm, a, metric), _metric_values(mm, b, metric)
+        models = [m for m in r.models if m in va.index and m in vb.index]
+        left_out |= {m for m in set(va.index) ^ set(vb.index)}
+        xs = [pct(va.at[m, "value"]) for m in models]
+        ys = [pct(vb.at[m, "value"]) for m in models]
+        lo_all = [v for v in xs + ys if v is not None]
+        for frame, col in ((va, "ci_low"), (vb, "ci_low")):
+            lo_all += [v for v in (pct(frame.at[m, col]) for m in models) if v is not None]
+        hi_all = [v for v in xs + ys if v is not None]
+        for frame, col in ((va, "ci_high"), (vb, "ci_high")):
+            hi_all += [v for v in (pct(frame.at[m, col]) for m in models) if v is not None]
+        if lo_all:
+            span = max(hi_all) - min(lo_all)
+            pad = max(2.0, 0.08 * span)
+            lo, hi = max(0.0, min(lo_all) - pad), min(100.0, max(hi_all) + pad)
+        else:
+            lo, hi = 0.0, 100.0
+        fig.add_trace(
+            go.Scatter(
+                x=[lo, hi],
+                y=[lo, hi],
+                mode="lines",
+                line=YX_LINE,
+                name="y = x (no change)",
+                legendgroup="yx",
+                showlegend=i == 1,
+                hoverinfo="skip",
+            ),  # fmt: skip
+            row=1,
+            col=i,
+        )
+        gaps = [None if x is None or y is None else x - y for x, y in zip(xs, ys)]
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=ys,
+                mode="markers",
+                name=f"models ({len(models)})",
+                legendgroup="models",
+                showlegend=i == 1,
+                text=[esc(m) for m in models],
+                customdata=[[g] for g in gaps],
+                marker={"color": colors[b], "size": 10, "line": {"color": "white", "width": 1}, "opacity": 0.9},
+                error_x=_error_bars(va, models, xs),
+                error_y=_error_bars(vb, models, ys),
+                hovertemplate=f"<b>%{{text}}</b><br>{esc(a)}: %{{x:.2f}} %<br>{esc(b)}: %{{y:.2f}} %"
+                f"<br>gap: %{{customdata[0]:+.2f}} points<extra>{esc(METRIC_LABELS[metric])}</extra>",
+            ),
+            row=1,
+            col=i,
+        )
+        n_points += len(models)
+        axis = "" if i == 1 else str(i)
+        fig.update_xaxes(range=[lo, hi], title={"text": f"{esc(a)} (%)"}, constrain="domain", row=1, col=i)
+        fig.update_yaxes(range=[lo, hi], scaleanchor=f"x{axis}", scaleratio=1, constrain="domain", row=1, col=i,
+                         title={"text": f"{esc(b)} (%)" if i == 1 else ""})  # fmt: skip
+        if not models:
+            fig.add_annotation(
+                x=0.5, y=0.5, xref=f"x{axis} domain", yref=f"y{axis} domain", showarrow=False,
+                text="not available<br>for these models", font={"size": 12, "color": "#92400e"},
+            )  # fmt: skip
+        mean_gap = _mean_gap(dg, a, b, metric)
+        if mean_gap is not None:
+            fig.add_annotation(
+                x=0.03, y=0.97, xref=f"x{axis} domain", yref=f"y{axis} domain", xanchor="left", yanchor="top",
+                text=f"mean gap {mean_gap:+.2f} pts", showarrow=False,
+                font={"size": 12, "color": "#374151"}, bgcolor="rgba(255,255,255,0.85)",
+            )  # fmt: skip
+    if not n_points:
+        return Chart(cid, title, note=f"no model has metrics on both {a} and {b} in model_metrics.parquet")
+    fig.update_layout(_panels_layout(height=440))
+    caption = (
+        f"Each point is one model: its accuracy on <b>{esc(a)}</b> (x) and on <b>{esc(b)}</b> (y). Points below "
+        "the dashed y = x line score lower on the second dataset. Compare the mean gaps across the panels: a drop "
+        "that comes from the datasets' different share of multi-label images shrinks under metrics that credit "
+        "every valid label (ReaL, variable top-k) or weigh label-count subgroups equally (ASMA). "
+        "Whiskers: 95 % bootstrap intervals (when the report has them)."
+    )
+    if left_out:
+        caption += f" Left out (metrics on only one of the two datasets): {esc(', '.join(sorted(left_out)))}."
+    return Chart(cid, title, _figure_json(fig), caption)
+
+
+def _mean_gap(dg: pd.DataFrame | None, a: str, b: str, metric: str) -> float | None:
+    """The ``dataset_gaps`` report's mean gap A − B of ``metric`` over the models scored on both, in points; None
+    when the report is absent or no model has the metric on both datasets."""
+    if dg is None:
+        return None
+    rows = dg[(dg["dataset_a"] == a) & (dg["dataset_b"] == b) & (dg["metric"] == metric) & (dg["n_models"] > 0)]
+    return pct(rows["mean_gap"].iloc[0]) if len(rows) else None
+
+
+def _error_bars(frame: pd.DataFrame, models: list[str], values: list[float | None]) -> dict[str, Any]:
+    """Asymmetric error bars from the report's ``ci_low`` / ``ci_high`` around ``values`` (0 where missing)."""
+    plus: list[float] = []
+    minus: list[float] = []
+    for m, v in zip(models, values):
+        lo, hi = pct(frame.at[m, "ci_low"]), pct(frame.at[m, "ci_high"])
+        plus.append(max(0.0, hi - v) if hi is not None and v is not None else 0.0)
+        minus.append(max(0.0, v - lo) if lo is not None and v is not None else 0.0)
+    visible = any(plus) or any(minus)
+    return {"type": "data", "symmetric": False, "array": plus, "arrayminus": minus, "visible": visible,
+            "thickness": 1, "width": 0, "color": "rgba(55, 65, 81, 0.45)"}  # fmt: skip
+
+
+def _group_key(label: str) -> tuple[int, str]:
+    """Sort key of a subgroup label ("1", "2", …, "5+"): its number, then the text."""
+    digits = "".join(ch for ch in str(label) if ch.isdigit())
+    return (int(digits) if digits else 10**6, str(label))
+
+
+def chart_subgroups(r: Reports, colors: dict[str, str]) -> Chart:
+    """Lines: each model's accuracy on each dataset per subgroup of images with k valid labels."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    title = "Accuracy by number of valid labels"
+    sg = r.get("subgroup_metrics")
+    if sg is None:
+        return Chart("subgroups", title, note=missing("subgroup_metrics", "written by mlray score / evaluate"))
+    metrics = [m for m in SUBGROUP_METRICS if m in set(sg["metric"])]
+    if not metrics:
+        return Chart("subgroups", title, note="subgroup_metrics.parquet has none of " + ", ".join(SUBGROUP_METRICS))
+    groups = sorted(pd.unique(sg["group"].astype(str)), key=_group_key)
+    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=[METRIC_LABELS[m] for m in metrics],
+                        shared_yaxes=True, horizontal_spacing=0.04)  # fmt: skip
+    fig.update_annotations(font={"size": 13})  # the subplot titles
+    shown_legend: set[str] = set()
+    datasets = [d for d in r.datasets if d in set(sg["dataset"])]
+    n_models = len(pd.unique(sg["model"]))
+    for i, metric in enumerate(metrics, start=1):
+        part = sg[sg["metric"] == metric]
+        for d in datasets:
+            for model in [m for m in r.models if m in set(part["model"])]:
+                rows = part[(part["dataset"] == d) & (part["model"] == model)]
+                if rows.empty:
+                    continue
+                by_group = rows.assign(group=rows["group"].astype(str)).set_index("group")
+                ys, ns = [], []
+                for g in groups:
+                    ok = g in by_group.index and (
+                        "available" not in by_group.columns or bool(by_group.at[g, "available"])
+                    )
+                    ys.append(pct(by_group.at[g, "value"]) if ok else None)
+                    n = num(by_group.at[g, "n"]) if g in by_group.index else None
+                    ns.append(0 if n is None else int(n))
+                if all(y is None for y in ys):
+                    continue
+                fig.add_trace(
+                    go.Scatter(
+                        x=groups,
+                        y=ys,
+                        mode="lines+markers",
+                        name=esc(d),
+                        legendgroup=d,
+                        showlegend=d not in shown_legend,
+                        text=[esc(model)] * len(groups),
+                        customdata=[[n] for n in ns],
+                        line={"color": colors[d], "width": 2 if n_models <= 10 else 1},
+                        marker={"color": colors[d], "size": 7 if n_models <= 10 else 4},
+                        opacity=0.9 if n_models <= 10 else 0.55,
+                        connectgaps=False,
+                        hovertemplate=f"<b>%{{text}}</b> on {esc(d)}<br>%{{x}} valid label(s): %{{y:.2f}} %"
+                        f"<br>%{{customdata[0]:,}} images<extra>{esc(METRIC_LABELS[metric])}</extra>",
+                    ),
+                    row=1,
+                    col=i,
+                )
+                shown_legend.add(d)
+        fig.update_xaxes(title={"text": "valid labels per image"}, type="category", row=1, col=i)
+    if not shown_legend:
+        return Chart("subgroups", title, note="subgroup_metrics.parquet has no available subgroup values")
+    fig.update_yaxes(title={"text": "accuracy in the subgroup (%)"}, row=1, col=1)
+    fig.update_layout(_panels_layout(height=430))
+    return Chart(
+        "subgroups",
+        title,
+        _figure_json(fig),
+        "One line per model and dataset (colour = dataset): accuracy restricted to the images with exactly k "
+        "valid labels (the last group merges the larger counts). Similar lines across datasets within a group "
+        "mean the models generalize; what differs is how many images each group holds. Hover for the model and "
+        "the group size.",
+    )
+
+
+def chart_gap(r: Reports, colors: dict[str, str], a: str, b: str, index: int) -> Chart:
+    """Stacked horizontal bars per model: gap A - B = composition (label-count mix) + within-group difference."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    cid = f"gap-{index}"
+    title = f"Gap decomposition {a} → {b}"
+    gd = r.get("gap_decomposition")
+    if gd is None:
+        return Chart(cid, title, note=missing("gap_decomposition", "written by mlray score / evaluate"))
+    rows = gd[(gd["dataset_a"] == a) & (gd["dataset_b"] == b)]
+    rows = rows[rows["gap"].notna()]
+    metrics = [m for m in GAP_METRICS if m in set(rows["metric"])]
+    if not metrics:
+        note = f"gap_decomposition.parquet has no gap for {a} → {b} (models need predictions on both)"
+        pair = gd[(gd["dataset_a"] == a) & (gd["dataset_b"] == b)]
+        if "a_standardized_to_b" in pair.columns and pair["a_standardized_to_b"].notna().any():
+            note += f"; the table below gives {a}'s accuracy reweighted to {b}'s label-count mix"
+        return Chart(cid, title, note=note)
+    models = [m for m in r.models if m in set(rows["model"])]
+    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=[METRIC_LABELS[m] for m in metrics],
+                        shared_yaxes=True, horizontal_spacing=0.03)  # fmt: skip
+    fig.update_annotations(font={"size": 13})  # the subplot titles
+    for i, metric in enumerate(metrics, start=1):
+        part = rows[rows["metric"] == metric].drop_duplicates("model").set_index("model")
+        ms = [m for m in models if m in part.index]
+        comp = [pct(part.at[m, "composition"]) for m in ms]
+        within = [pct(part.at[m, "within"]) for m in ms]
+        gap = [pct(part.at[m, "gap"]) for m in ms]
+        custom = [[pct(part.at[m, "value_a"]), pct(part.at[m, "value_b"]), g] for m, g in zip(ms, gap)]
+        hover_tail = (f"<br>{esc(a)}: %{{customdata[0]:.2f}} %, {esc(b)}: %{{customdata[1]:.2f}} %"
+                      f"<br>gap %{{customdata[2]:+.2f}} pts<extra>{esc(METRIC_LABELS[metric])}</extra>")  # fmt: skip
+        fig.add_trace(
+            go.Bar(
+                y=ms,
+                x=comp,
+                orientation="h",
+                name="composition (label-count mix)",
+                legendgroup="comp",
+                showlegend=i == 1,
+                marker={"color": COMPOSITION_COLOR},
+                customdata=custom,
+                hovertemplate="<b>%{y}</b><br>composition: %{x:+.2f} pts" + hover_tail,
+            ),  # fmt: skip
+            row=1,
+            col=i,
+        )
+        fig.add_trace(
+            go.Bar(
+                y=ms,
+                x=within,
+                orientation="h",
+                name="within groups",
+                legendgroup="within",
+                showlegend=i == 1,
+                marker={"color": WITHIN_COLOR},
+                customdata=custom,
+                hovertemplate="<b>%{y}</b><br>within groups: %{x:+.2f} pts" + hover_tail,
+            ),  # fmt: skip
+            row=1,
+            col=i,
+        )
+        err = None
+        if {"gap_ci_low", "gap_ci_high"} <= set(part.columns):
+            lo = [pct(part.at[m, "gap_ci_low"]) for m in ms]
+            hi = [pct(part.at[m, "gap_ci_high"]) for m in ms]
+            plus = [h - g if h is not None and g is not None else 0.0 for h, g in zip(hi, gap)]
+            minus = [g - lw if lw is not None and g is not None else 0.0 for lw, g in zip(lo, gap)]
+            if any(plus) or any(minus):
+                err = {"type": "data", "symmetric": False, "array": plus, "arrayminus": minus, "thickness": 1.2,
+                       "width": 4, "color": "#111827"}  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                y=ms,
+                x=gap,
+                mode="markers",
+                name="total gap (95 % CI)",
+                legendgroup="gap",
+                showlegend=i == 1,
+                marker={"symbol": "diamond", "size": 10, "color": "#111827", "line": {"color": "white", "width": 1}},
+                error_x=err,
+                customdata=custom,
+                hovertemplate="<b>%{y}</b>" + hover_tail,
+            ),  # fmt: skip
+            row=1,
+            col=i,
+        )
+        fig.update_xaxes(zeroline=True, zerolinecolor="#9ca3af", zerolinewidth=1.5, ticksuffix="", row=1, col=i)
+    fig.update_yaxes(autorange="reversed", type="category", automargin=True, row=1, col=1)
+    fig.add_annotation(x=0.5, y=0, xref="paper", yref="paper", yanchor="top", yshift=-28, showarrow=False,
+                       text=f"gap in percentage points ({esc(a)} − {esc(b)})", font={"size": 14})  # fmt: skip
+    fig.update_layout(_panels_layout(height=min(2400, 200 + 36 * len(models)), bottom=64, left=24,
+                                     barmode="relative", bargap=0.3))  # fmt: skip
+    return Chart(
+        cid,
+        title,
+        _figure_json(fig),
+        f"Per model, the accuracy gap {esc(a)} − {esc(b)} (diamond) split into <b>composition</b> "
+        f"Σ<sub>g</sub> (w<sub>A</sub>(g) − w<sub>B</sub>(g))·m<sub>A</sub>(g): the part due to the datasets "
+        "holding different shares of images with 1, 2, 3 … valid labels, and <b>within groups</b> "
+        "Σ<sub>g</sub> w<sub>B</sub>(g)·(m<sub>A</sub>(g) − m<sub>B</sub>(g)): the part left when images with the "
+        "same number of labels are compared. Top-1 here is taken over labelled images with an original label.",
+    )
+
+
+def _published_pairs(ext: pd.DataFrame, x_ds: str, y_ds: str) -> pd.DataFrame:
+    """Top-1 of each (collection, model, img_size) on both datasets: columns x, y, model, img_size, collection."""
+    top1 = ext[ext["metric"] == "top1"]
+    key = ["collection", "model", "img_size"]
+    left = top1[top1["dataset"] == x_ds][key + ["value"]].rename(columns={"value": "x"})
+    right = top1[top1["dataset"] == y_ds][key + ["value"]].rename(columns={"value": "y"})
+    left = left.assign(img_size=left["img_size"].astype("Int64").fillna(-1))
+    right = right.assign(img_size=right["img_size"].astype("Int64").fillna(-1))
+    return left.merge(right, on=key, how="inner")
+
+
+def chart_published(r: Reports, colors: dict[str, str]) -> Chart:
+    """Published top-1 (external_results): ImageNet val vs ImageNetV2 MatchedFrequency and vs ReaL labels, with
+    this report's models on the same axes when the report's dataset names match."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    title = "Published results"
+    ext = r.get("external_results")
+    if ext is None:
+        return Chart("published", title, note=missing("external_results", "mlray import-results writes it"))
+    panels = [(x, y, t, _published_pairs(ext, x, y)) for x, y, t in PUBLISHED_PAIRS]
+    panels = [p for p in panels if len(p[3])]
+    if not panels:
+        return Chart("published", title, note="external_results.parquet has no model with top-1 on both "
+                     + " and ".join(f"{x} / {y}" for x, y, _ in PUBLISHED_PAIRS))  # fmt: skip
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p[2] for p in panels], horizontal_spacing=0.08)
+    fig.update_annotations(font={"size": 13})  # the subplot titles
+    mm = r.get("model_metrics")
+    shown: set[str] = set()
+    for i, (x_ds, y_ds, _, pairs) in enumerate(panels, start=1):
+        xs_all = [100 * v for v in pairs["x"]] + [100 * v for v in pairs["y"]]
+        for collection in sorted(pd.unique(pairs["collection"])):
+            p = pairs[pairs["collection"] == collection]
+            style = COLLECTION_STYLE.get(collection, OTHER_COLLECTION_STYLE)
+            sizes = ["" if s < 0 else f" @ {int(s)} px" for s in p["img_size"]]
+            fig.add_trace(
+                go.Scatter(
+                    x=[pct(v) for v in p["x"]],
+                    y=[pct(v) for v in p["y"]],
+                    mode="markers",
+                    name=esc(f"{collection} ({len(p):,} models)" if i == 1 else collection),
+                    legendgroup=f"pub-{collection}",
+                    text=[esc(f"{m}{s}") for m, s in zip(p["model"], sizes)],
+                    marker={"color": style["color"], "symbol": style["symbol"], "size": 6},
+                    hovertemplate=f"<b>%{{text}}</b><br>{esc(x_ds)}: %{{x:.2f}} %<br>{esc(y_ds)}: %{{y:.2f}} %"
+                    f"<extra>{esc(collection)}</extra>",
+                    showlegend=i == 1 or collection not in set(panels[0][3]["collection"]),
+                ),
+                row=1,
+                col=i,
+            )
+        overlay = _own_points(mm, r.models, x_ds, y_ds) if y_ds in r.datasets and x_ds in r.datasets else None
+        if overlay:
+            xs, ys, models = overlay
+            xs_all += xs + ys
+            fig.add_trace(
+                go.Scatter(
+                    x=xs,
+                    y=ys,
+                    mode="markers",
+                    name=f"this report ({len(models)} models)",
+                    text=[esc(m) for m in models],
+                    legendgroup="own",
+                    showlegend="own" not in shown,
+                    marker={
+                        "color": colors[y_ds],
+                        "size": 11,
+                        "symbol": "star",
+                        "line": {"color": "#111827", "width": 1},
+                    },
+                    hovertemplate=f"<b>%{{text}}</b> (this report)<br>{esc(x_ds)}: %{{x:.2f}} %"
+                    f"<br>{esc(y_ds)}: %{{y:.2f}} %<extra></extra>",
+                ),  # fmt: skip
+                row=1,
+                col=i,
+            )
+            shown.add("own")
+        lo, hi = max(0.0, min(xs_all) - 2), min(100.0, max(xs_all) + 2)
+        fig.add_trace(
+            go.Scatter(
+                x=[lo, hi],
+                y=[lo, hi],
+                mode="lines",
+                line=YX_LINE,
+                name="y = x",
+                legendgroup="yx",
+                showlegend=i == 1,
+                hoverinfo="skip",
+            ),  # fmt: skip
+            row=1,
+            col=i,
+        )
+        axis = "" if i == 1 else str(i)
+        fig.update_xaxes(range=[lo, hi], title={"text": f"{esc(x_ds)} top-1 (%)"}, constrain="domain", row=1, col=i)
+        fig.update_yaxes(range=[lo, hi], title={"text": f"{esc(y_ds)} top-1 (%)"}, scaleanchor=f"x{axis}",
+                         scaleratio=1, constrain="domain", row=1, col=i)  # fmt: skip
+    fig.update_layout(_panels_layout(height=600))
+    used = {d for x, y, _, _ in panels for d in (x, y)}
+    sources = ", ".join(sorted(pd.unique(ext[ext["dataset"].isin(used)]["source"].astype(str))))
+    caption = (
+        "Top-1 accuracy published by model zoos (one point per model and evaluation resolution), read by "
+        f"<code>mlray import-results</code> from {esc(sources)}. Points below the dashed y = x line lose accuracy "
+        "on the second dataset; points above it gain (ReaL labels credit every valid label)."
+    )
+    if "own" in shown:
+        caption += " Stars: this report's models (its datasets carry the same names)."
+    return Chart("published", title, _figure_json(fig), caption)
+
+
+def _own_points(
+    mm: pd.DataFrame | None, order: list[str], x_ds: str, y_ds: str
+) -> tuple[list[float | None], list[float | None], list[str]] | None:
+    """This report's models with top-1 on both datasets: (x values, y values, models) in %; None when none."""
+    if mm is None:
+        return None
+    va, vb = _metric_values(mm, x_ds, "top1"), _metric_values(mm, y_ds, "top1")
+    models = [m for m in order if m in va.index and m in vb.index]
+    if not models:
+        return None
+    return [pct(va.at[m, "value"]) for m in models], [pct(vb.at[m, "value"]) for m in models], models
