@@ -55,7 +55,7 @@ def plain_loop(model_name: str, files: list[Path], batch_size: int, k: int) -> d
     from PIL import Image
 
     from mlray.models import ModelSpec, build_model, resolve_preprocessing
-    from mlray.predictions import softmax, topk_from_scores
+    from mlray.store import softmax, topk_from_scores
 
     torch.set_num_threads(os.cpu_count() or 1)
     start = time.perf_counter()
@@ -77,7 +77,7 @@ def plain_loop(model_name: str, files: list[Path], batch_size: int, k: int) -> d
 def mlray_run(models: list[str], folders: list[Path], batch_size: int, k: int, out: Path) -> dict:
     from mlray.config import parse_config
     from mlray.inference import run_inference
-    from mlray.predictions import read_predictions
+    from mlray.store import read_predictions
 
     cfg = parse_config(
         {

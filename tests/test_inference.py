@@ -19,7 +19,7 @@ from mlray.config import load_config
 from mlray.errors import MlrayError
 from mlray.inference import run_inference
 from mlray.models import ModelSpec, build_model, resolve_preprocessing
-from mlray.predictions import read_predictions, softmax, topk_from_scores
+from mlray.store import read_predictions, softmax, topk_from_scores
 
 VAL_LABELS = (
     "    labels:\n      original: {{format: imagenetv2-json, path: {gt}}}\n      multi: {{format: real-json}}\n"
@@ -29,7 +29,8 @@ VAL_LABELS = (
 def write_config(tmp_path, images, models, shard_size=30, labels=True, extra="", name="run.yaml"):
     lab = VAL_LABELS.format(gt=shared("imagenetv2", "imagenet-validation-original.json")) if labels else ""
     text = (
-        f"datasets:\n  - name: photos\n    images: {images}\n    layout: imagenet-val-flat\n    shard_size: {shard_size}\n{lab}"
+        f"datasets:\n  - name: photos\n    images: {images}\n    layout: imagenet-val-flat\n"
+        f"    shard_size: {shard_size}\n{lab}"
         + ("models:\n" + "".join(f"  - {{name: {n}, weights: {w}}}\n" for n, w in models) if models else "")
         + extra
     )
@@ -45,6 +46,25 @@ def copy_photos(dst, n):
     for f in files:
         shutil.copy(f, dst / f.name)
     return files
+
+
+class RecordingProgress:
+    """A :class:`mlray.inference.ProgressSink` that records every call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def begin(self, label: str, stored_totals: dict[str, int], model_totals: dict[str, int]) -> None:
+        self.calls.append(("begin", label, stored_totals, model_totals))
+
+    def update(self, stored: dict[str, int], inferred: dict[str, int], now: float) -> None:
+        self.calls.append(("update", stored, inferred, now))
+
+    def end(self) -> None:
+        self.calls.append(("end",))
+
+    def note(self, text: str) -> None:
+        self.calls.append(("note", text))
 
 
 def stored_topk(out):
@@ -108,13 +128,29 @@ def test_top20_equals_a_plain_timm_loop_and_resume_redoes_only_missing_shards(ra
     # resume: lose one shard (as a run killed before writing it would) -> only that shard is redone
     part = next((out / "predictions").rglob("part-s00001-*.parquet"))
     part.unlink()
-    again = run_inference(cfg, out)
+    progress = RecordingProgress()
+    again = run_inference(cfg, out, progress)
     assert again.images_processed["photos"] == 30
+    key = ("photos", "tf_efficientnet_lite0")
+    assert (again.reused_shards, again.stored_shards, again.total_shards) == ({key: 2}, {key: 3}, {"photos": 3})
+    # the progress sink: what was reused, then the pass with its totals, live counts, the final counts, the end
+    assert progress.calls[:2] == [
+        ("note", "photos: reused 2 of 3 shards from the store"),
+        ("begin", "", {"photos": 30}, {"tf_efficientnet_lite0": 30}),
+    ]
+    assert progress.calls[-2][:3] == ("update", {"photos": 30}, {"tf_efficientnet_lite0": 30})
+    assert progress.calls[-1] == ("end",)
+    updates = [c for c in progress.calls if c[0] == "update"]
+    assert all(c[0] == "update" for c in progress.calls[2:-1]) and len(updates) >= 2
+    assert [u[3] for u in updates] == sorted(u[3] for u in updates)  # time.monotonic() readings
+    assert all(set(u[1]) <= {"photos"} and set(u[2]) <= {"tf_efficientnet_lite0"} for u in updates)
     resumed = read_predictions(out / "predictions").to_pandas().set_index("image_id").sort_index()
     assert len(resumed) == 89 and resumed.index.is_unique
     assert [list(v) for v in resumed.topk_idx] == [list(v) for v in stored.topk_idx]
-    # nothing left to do: a third run reuses everything
-    assert run_inference(cfg, out).images_processed["photos"] == 0
+    # nothing left to do: a third run reuses everything, and says so
+    progress = RecordingProgress()
+    assert run_inference(cfg, out, progress).images_processed["photos"] == 0
+    assert progress.calls == [("note", "photos: reused 3 of 3 shards from the store")]
 
 
 @pytest.mark.integration
@@ -142,11 +178,7 @@ def test_bad_images_go_to_the_errors_table_and_counts_reconcile(ray_cluster, tmp
     result = run_inference(cfg, out)
     for model in ("tf_efficientnet_lite0", "mobilenetv3_small_050"):
         assert result.counts[("photos", model)] == {"images": 6, "predictions": 3, "errors": 3}
-    errors = (
-        pq.read_table(next((out / "errors").glob("dataset=photos/model=tf_efficientnet_lite0")))
-        .to_pandas()
-        .set_index("image_id")
-    )
+    errors = pq.read_table(out / "errors" / "photos" / "tf_efficientnet_lite0").to_pandas().set_index("image_id")
     assert (
         errors.loc["ILSVRC2012_val_00090001", "stage"] == "decode"
         and "truncated" in errors.loc["ILSVRC2012_val_00090001", "error"]
@@ -163,7 +195,8 @@ def test_bad_images_go_to_the_errors_table_and_counts_reconcile(ray_cluster, tmp
     )
     with pytest.raises(
         MlrayError,
-        match=r"dataset=photos/model=tf_efficientnet_lite0: holds 2 part\(s\) of shards this run does not plan \(part-s00000-[0-9a-f]{8}\.parquet, part-s00001-[0-9a-f]{8}\.parquet\): the images or the shard_size changed",
+        match=r"errors/photos/tf_efficientnet_lite0: holds 2 part\(s\) of shards this run does not plan "
+        r"\(part-s00000-[0-9a-f]{8}\.parquet, part-s00001-[0-9a-f]{8}\.parquet\): the images or the shard_size changed",
     ):
         run_inference(cfg3, out)
 
@@ -185,7 +218,7 @@ def make_webdataset(tar_path, files, original):
 @pytest.mark.ray
 def test_mlray_shard_then_parquet_shards_and_webdataset_inputs_give_the_same_predictions(ray_cluster, tmp_path):
     from mlray.cli import main
-    from mlray.config import load_dataset_labels
+    from mlray.datasets import load_dataset_labels
 
     files = copy_photos(tmp_path / "flat", 10)
     write_config(tmp_path, tmp_path / "flat", [], name="flat.yaml")
@@ -250,7 +283,7 @@ def test_mlray_shard_then_parquet_shards_and_webdataset_inputs_give_the_same_pre
     # evaluate with a config that has only one of the three datasets, into the same store: it reuses the store
     # and scores that dataset alone (the other datasets' predictions stay, untouched)
     from mlray.evaluate import evaluate
-    from mlray.metrics import MetricParams
+    from mlray.scoring import MetricParams
 
     only = evaluate(write_config(tmp_path, tmp_path / "flat", [("tf_efficientnet_lite0", "pypi")], name="only.yaml"),
                     tmp_path / "out", MetricParams(n_boot=0))  # fmt: skip
@@ -300,7 +333,7 @@ def test_a_run_killed_midway_resumes_without_duplicates_and_gives_the_same_resul
         tmp_path, tmp_path / "imgs", [("tf_efficientnet_lite0", "pypi")], shard_size=4, labels=False, extra=extra
     )
     killed = tmp_path / "killed"
-    parts = killed / "predictions" / "dataset=photos" / "model=tf_efficientnet_lite0"
+    parts = killed / "predictions" / "photos" / "tf_efficientnet_lite0"
     ray_tmp = tempfile.mkdtemp(prefix="mlk", dir="/tmp")  # short: Ray's socket paths have a length limit
     env = {**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_AUTH_MODE": "disabled"}
     log = open(tmp_path / "run.log", "wb")
@@ -344,32 +377,6 @@ def test_a_run_killed_midway_resumes_without_duplicates_and_gives_the_same_resul
         np.testing.assert_allclose(resumed[key][1], prob, rtol=1e-5, atol=1e-7)
 
 
-def test_hardware_defaults_never_ask_for_more_gpus_than_the_cluster_has():
-    from mlray.config import InferenceConfig
-    from mlray.inference import _defaults
-
-    # 4 GPUs, 926 models: one actor per GPU per model -> one model per pass (4 GPUs busy), batch 256
-    hw = _defaults(InferenceConfig(), gpus=4, cpus=32, n_models=926)
-    assert (hw["actors"], hw["models_per_pass"], hw["batch_size"], hw["cpu_threads"]) == (4, 1, 256, None)
-    # 8 GPUs, 2 actors per model -> 4 models per pass (8 GPUs)
-    assert _defaults(InferenceConfig(actors_per_model=2), gpus=8, cpus=64, n_models=926)["models_per_pass"] == 4
-    assert _defaults(InferenceConfig(), gpus=4, cpus=32, n_models=2)["cpus_per_actor"] == 0.0  # decoding has the CPUs
-    # a user setting that needs more GPUs at once than exist would wait forever: refused with the arithmetic
-    with pytest.raises(
-        MlrayError, match=r"8 models per pass x 4 actors per model need 32 GPUs at once, but the cluster has 4"
-    ):
-        _defaults(InferenceConfig(models_per_pass=8), gpus=4, cpus=32, n_models=926)
-    # device: gpu (an autoscaling cluster) may ask for more than is there now
-    assert _defaults(InferenceConfig(device="gpu", actors_per_model=8), gpus=1, cpus=8, n_models=3)["actors"] == 8
-    # CPU: up to 8 models per pass sharing what is left after one CPU for decoding, one torch thread each here
-    hw = _defaults(InferenceConfig(), gpus=0, cpus=2, n_models=3)
-    assert (hw["actors"], hw["models_per_pass"], hw["cpu_threads"], hw["batch_size"]) == (1, 3, 1, 32)
-    assert hw["cpus_per_actor"] == pytest.approx((2 - 1) / 3)
-    assert (
-        _defaults(InferenceConfig(models_per_pass=2), gpus=0, cpus=9, n_models=5)["cpus_per_actor"] == 4.0
-    )  # (9 - 1) / 2
-
-
 @pytest.mark.integration
 @pytest.mark.ray
 def test_models_in_passes_give_the_same_store_as_one_pass(ray_cluster, tmp_path):
@@ -395,8 +402,8 @@ def test_error_rows_name_the_tar_member_that_was_read(tmp_path):
     import io
     import tarfile
 
-    from mlray.data import plan_shards
-    from mlray.inference import _read_rows
+    from mlray.images import plan_shards
+    from mlray.inference import read_rows
 
     jpeg = (shared("images-ilsvrc2012-val-original") / "ILSVRC2012_val_00000001.JPEG").read_bytes()
     with tarfile.open(tmp_path / "s.tar", "w") as tar:
@@ -405,13 +412,6 @@ def test_error_rows_name_the_tar_member_that_was_read(tmp_path):
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     plan = plan_shards(tmp_path, "webdataset")
-    rows = {r["image_id"]: r for r in _read_rows({"shard": 0}, [("wds/s00000", plan.shards[0])])}
+    rows = {r["image_id"]: r for r in read_rows({"shard": 0}, [("wds/s00000", plan.shards[0])])}
     assert rows["b"]["path"].endswith("s.tar:b.jpg") and rows["b"]["error"] == "empty file"
     assert rows["a"]["path"].endswith("s.tar:a.jpg") and rows["a"]["error"] == "" and rows["a"]["data"] == jpeg
-
-
-def test_steady_rate_counts_the_images_after_the_first_batch():
-    from mlray.inference import steady_rate
-
-    assert steady_rate({10.0: 4, 11.0: 4, 12.5: 2}) == pytest.approx((4 + 2) / 2.5)
-    assert steady_rate({10.0: 4}) is None and steady_rate({}) is None

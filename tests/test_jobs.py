@@ -34,7 +34,7 @@ import pytest
 import yaml
 from conftest import REPO, shared
 
-from mlray.predictions import read_predictions
+from mlray.store import read_predictions
 
 JOBS = REPO / "jobs"
 CONFIGS = JOBS / "configs"
@@ -311,7 +311,7 @@ def test_evaluate_job_to_a_uri_resumes_from_the_remote_store_and_score_job_reads
     assert "photos: 6 images x 1 model = 6 predictions + 0 errors; 6 images inferred" in out
     assert f"reports in {uri}/reports" in out
     assert list(scratch.iterdir()) == []  # the scratch copy is gone after the upload
-    store = remote / "predictions" / "dataset=photos" / f"model={MODEL}"
+    store = remote / "predictions" / "photos" / MODEL
     parts = sorted(p.name for p in store.iterdir())
     assert [p[: len("part-s00000-")] for p in parts] == ["part-s00000-", "part-s00001-"]  # + digest of the ids
     assert sorted(p.name for p in (remote / "reports").glob("*.parquet")) == sorted(
@@ -326,6 +326,7 @@ def test_evaluate_job_to_a_uri_resumes_from_the_remote_store_and_score_job_reads
             "subgroup_metrics",
             "gap_decomposition",
             "class_metrics",
+            "dataset_gaps",
         )  # fmt: skip
     )
     preds = read_predictions(remote / "predictions").to_pandas()

@@ -1,10 +1,9 @@
-"""Prediction tables: importers (every input path and every bad input), the store, alignment, and a real-data check
-with cleanlab's cross-validated ResNet-50 argmax predictions on ImageNet val."""
+"""Prediction tables: importers (every input path and every bad input), alignment, and a real-data check with
+cleanlab's cross-validated ResNet-50 argmax predictions on ImageNet val. The store itself: tests/test_store.py."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -13,18 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import error_of
 
-from mlray import predictions as P
 from mlray.labels import SourceLabels, build_dataset_labels, read_source
-from mlray.predictions import (
-    PREDICTIONS_SCHEMA,
-    align,
-    import_predictions,
-    list_partitions,
-    predictions_table,
-    read_predictions,
-    write_partition,
-    write_predictions,
-)
+from mlray.store import PREDICTIONS_SCHEMA, align, import_predictions, predictions_table
 
 SHARED = Path(__file__).parents[1].parent / "shared" / "data"
 HF_MODEL = "hf-hub:timm/resnet50.a1_in1k"
@@ -183,13 +172,13 @@ def test_import_error_probs_length_mismatch(tmp_path):
 def test_import_error_fractional_class(tmp_path):
     path = write(tmp_path, "p.csv", "image_id,top1\na,1.5\n")
     msg = error_of(import_predictions, path, dataset="d", model="m")
-    assert msg == f"{path}: row 2 (a): top1 value '1.5' is not an integer class index"
+    assert msg == f"{path}: row 2 (a): label '1.5' is not a class index"  # mlray.labels.parse.class_index
 
 
 def test_import_error_word_as_class_in_topk(tmp_path):
     path = write(tmp_path, "p.csv", "image_id,topk\na,1;cat\n")
     msg = error_of(import_predictions, path, dataset="d", model="m")
-    assert msg == f"{path}: row 2 (a): topk value 'cat' is not an integer class index"
+    assert msg == f"{path}: row 2 (a): label 'cat' is not a class index"
 
 
 def test_import_error_empty_top1(tmp_path):
@@ -314,150 +303,6 @@ def test_import_parquet_error_rows_count_from_one(tmp_path):
     pq.write_table(pa.table({"image_id": ["a", "b"], "top1": [1, 1000]}), path)
     msg = error_of(import_predictions, path, dataset="d", model="m")
     assert msg == f"{path}: row 2 (b): class index 1000 is outside 0..999"
-
-
-# --------------------------------------------------------------------------------------------------------------
-# The store
-
-
-def small(model: str = HF_MODEL, ids=("a", "b"), k: int = 3, start: int = 0, dataset: str = "imagenet-val") -> pa.Table:
-    n = len(ids)
-    idx = (np.arange(n * k).reshape(n, k) + start) % 1000
-    prob = np.tile(np.array([0.5, 0.25, 0.125, 0.0625][:k], np.float32), (n, 1))
-    return predictions_table(dataset, model, list(ids), idx, prob)
-
-
-def test_store_round_trip_with_quoted_names(tmp_path):
-    table = small()
-    part = write_partition(tmp_path, "imagenet-val", HF_MODEL, table, shard=7)
-    assert part == tmp_path / "dataset=imagenet-val" / "model=hf-hub%3Atimm%2Fresnet50.a1_in1k" / "part-00007.parquet"
-    assert list_partitions(tmp_path) == [("imagenet-val", HF_MODEL, [part])]
-    for source in (tmp_path, part.parent, part.parent.parent, part, [part, tmp_path]):
-        back = read_predictions(source)
-        assert back.schema == PREDICTIONS_SCHEMA
-        assert back.equals(table)
-    assert rows(read_predictions(tmp_path))[1] == ("imagenet-val", HF_MODEL, "b", [3, 4, 5], [0.5, 0.25, 0.125])
-
-
-def test_store_fills_missing_name_columns(tmp_path):
-    table = pa.table({"image_id": ["a"], "topk_idx": [[1, 2]]})
-    write_partition(tmp_path, "d", "m", table, shard="s")
-    assert rows(read_predictions(tmp_path)) == [("d", "m", "a", [1, 2], None)]
-
-
-def test_store_appends_parts_without_shard(tmp_path):
-    write_partition(tmp_path, "d", "m", small("m", ["a"], dataset="d"))
-    write_partition(tmp_path, "d", "m", small("m", ["b"], dataset="d"))
-    ((_, _, files),) = list_partitions(tmp_path)
-    assert len(files) == 2
-    assert sorted(read_predictions(tmp_path).column("image_id").to_pylist()) == ["a", "b"]
-
-
-def test_store_rewriting_a_shard_replaces_it(tmp_path):
-    write_partition(tmp_path, "d", "m", small("m", ["a", "b"], dataset="d"), shard=3)
-    write_partition(tmp_path, "d", "m", small("m", ["a", "b"], start=100, dataset="d"), shard=3)
-    write_partition(tmp_path, "d", "m", small("m", ["c"], dataset="d"), shard="x/y")
-    ((_, _, files),) = list_partitions(tmp_path)
-    assert [f.name for f in files] == ["part-00003.parquet", "part-x%2Fy.parquet"]
-    back = read_predictions(tmp_path)
-    assert back.column("image_id").to_pylist() == ["a", "b", "c"]
-    assert back.column("topk_idx").to_pylist()[:2] == [[100, 101, 102], [103, 104, 105]]
-
-
-def test_store_write_is_atomic(tmp_path, monkeypatch):
-    part = write_partition(tmp_path, "d", "m", small("m", ["a"], dataset="d"), shard=0)
-    before = part.read_bytes()
-
-    def broken(table, where, **kwargs):
-        where.write(b"PAR1 half a file")
-        raise OSError("disk full")
-
-    monkeypatch.setattr(P.pq, "write_table", broken)
-    with pytest.raises(OSError):
-        write_partition(tmp_path, "d", "m", small("m", ["z"], dataset="d"), shard=0)
-    assert part.read_bytes() == before
-    assert sorted(p.name for p in part.parent.iterdir()) == ["part-00000.parquet"]
-
-
-def test_store_ignores_temporary_and_foreign_files(tmp_path):
-    part = write_partition(tmp_path, "d", "m", small("m", ["a"], dataset="d"), shard=0)
-    (part.parent / ".tmp-part-00001.parquet-1-abc").write_bytes(b"partial")
-    (tmp_path / "README.txt").write_text("x")
-    (tmp_path / "dataset=d" / "notes").mkdir()
-    assert list_partitions(tmp_path) == [("d", "m", [part])]
-    assert read_predictions(tmp_path).num_rows == 1
-
-
-def test_write_predictions_splits_pairs(tmp_path):
-    table = pa.concat_tables([small("m1", ["a"], dataset="d"), small("m2", ["a"], dataset="d")])
-    paths = write_predictions(tmp_path, table, shard=1)
-    assert [p.relative_to(tmp_path).as_posix() for p in paths] == [
-        "dataset=d/model=m1/part-00001.parquet",
-        "dataset=d/model=m2/part-00001.parquet",
-    ]
-    assert [(d, m) for d, m, _ in list_partitions(tmp_path)] == [("d", "m1"), ("d", "m2")]
-
-
-def test_store_logits_round_trip_and_mixed_parts(tmp_path):
-    logits = np.arange(2 * 1000, dtype=np.float32).reshape(2, 1000) / 1000
-    with_logits = predictions_table("d", "m", ["a", "b"], np.array([[1, 2], [3, 4]]), None, logits)
-    write_partition(tmp_path, "d", "m", with_logits, shard=0)
-    write_partition(tmp_path, "d", "m", small("m", ["c"], k=2, dataset="d"), shard=1)
-    back = read_predictions(tmp_path)
-    assert back.schema.field("logits").type == pa.list_(pa.float16())
-    got = back.column("logits").to_pylist()
-    assert got[2] is None
-    np.testing.assert_array_equal(np.asarray(got[0], np.float16), logits[0].astype(np.float16))
-
-
-def test_store_error_duplicate_across_parts(tmp_path):
-    write_partition(tmp_path, "d", "m", small("m", ["a", "b"], dataset="d"), shard=0)
-    write_partition(tmp_path, "d", "m", small("m", ["b", "c"], dataset="d"), shard=1)
-    folder = tmp_path / "dataset=d" / "model=m"
-    msg = error_of(read_predictions, tmp_path)
-    assert msg == (
-        f"{folder}: image id 'b' of dataset 'd', model 'm' appears 2 times "
-        "(in part-00000.parquet and part-00001.parquet); 1 duplicated id(s) in all"
-    )
-
-
-def test_store_error_duplicate_in_rows_to_write(tmp_path):
-    msg = error_of(write_partition, tmp_path, "d", "m", small("m", ["a", "a"], dataset="d"), shard=0)
-    part = tmp_path / "dataset=d" / "model=m" / "part-00000.parquet"
-    assert msg == f"{part}: image id 'a' appears 2 times in the rows to write"
-
-
-def test_store_error_model_column_differs_from_partition(tmp_path):
-    msg = error_of(write_partition, tmp_path, "d", "other", small("m", ["a"], dataset="d"), shard=0)
-    part = tmp_path / "dataset=d" / "model=other" / "part-00000.parquet"
-    assert msg == f"{part}: row 1: model 'm' differs from the partition's model 'other'"
-
-
-def test_store_error_bad_class_in_rows_to_write(tmp_path):
-    table = pa.table({"image_id": ["a", "b"], "topk_idx": [[1], [1200]]})
-    msg = error_of(write_partition, tmp_path, "d", "m", table, shard=0)
-    part = tmp_path / "dataset=d" / "model=m" / "part-00000.parquet"
-    assert msg == f"{part}: row 2 (b): class index 1200 is outside 0..999"
-
-
-def test_store_error_part_in_wrong_folder(tmp_path):
-    part = write_partition(tmp_path, "d", "m", small("m", ["a"], dataset="d"), shard=0)
-    wrong = tmp_path / "dataset=d" / "model=n"
-    wrong.mkdir()
-    os.replace(part, wrong / part.name)
-    msg = error_of(read_predictions, tmp_path)
-    assert msg == f"{wrong / part.name}: row 1: model 'm' but the part is in the partition folder of model 'n'"
-
-
-def test_store_error_missing_path(tmp_path):
-    assert error_of(read_predictions, tmp_path / "nope") == f"{tmp_path / 'nope'}: no such file"
-
-
-def test_store_error_file_is_not_a_prediction_table(tmp_path):
-    path = tmp_path / "x.parquet"
-    pq.write_table(pa.table({"image_id": ["a"]}), path)
-    msg = error_of(read_predictions, path)
-    assert msg.startswith(f"{path}: not a prediction table: missing column(s) dataset, model, topk_idx (found: ")
 
 
 # --------------------------------------------------------------------------------------------------------------
