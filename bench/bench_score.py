@@ -1,4 +1,4 @@
-"""Benchmark of mlray.metrics at the scale of the paper: 315 models x (ImageNet val + ImageNetV2) x top-20.
+"""Benchmark of mlray.scoring at the scale of the paper: 315 models x (ImageNet val + ImageNetV2) x top-20.
 
 Synthetic labels follow the real label-count histograms (DESIGN.md): dataset A = 50,000 images (ImageNet val +
 ReaL: 46,837 labelled, 3,163 empty), dataset B = 10,000 images (ImageNetV2 + refined labels: 9,871 labelled,
@@ -31,7 +31,7 @@ import pandas as pd
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from mlray.labels import LabelArrays  # noqa: E402
-from mlray.metrics import (  # noqa: E402
+from mlray.scoring import (  # noqa: E402
     MetricParams,
     bootstrap_scores,
     decomposition_frame,
@@ -121,7 +121,7 @@ def main() -> None:
     t = time.perf_counter()
     ctx_a, ctx_b = prepare_dataset(A.labels, params), prepare_dataset(B.labels, params)
     for ctx in (ctx_a, ctx_b):  # the dense label matrix and the resample counts, once per dataset
-        ctx.L_flat
+        _ = ctx.L_flat
         for _ in ctx.resample_chunks(params.n_boot, params.seed):
             pass
     times["setup"] = time.perf_counter() - t
@@ -181,7 +181,7 @@ def main() -> None:
 
     work = sum(times[k] for k in ("setup", "point", "bootstrap", "frames", "decomposition"))
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"mlray.metrics benchmark: {args.models} models x A ({A.n:,} images) + B ({B.n:,} images), K={K}, "
+    print(f"mlray.scoring benchmark: {args.models} models x A ({A.n:,} images) + B ({B.n:,} images), K={K}, "
           f"n_boot={params.n_boot}, batch={args.batch}, {os.cpu_count()} CPUs")  # fmt: skip
     per_model = times["point"] / args.models * 1e3
     lines = [

@@ -20,8 +20,8 @@ from pathlib import Path
 from .config import RunConfig
 from .dashboard import build_dashboard
 from .inference import InferenceResult, run_inference
-from .metrics import MetricParams
 from .reports import ScoreResult, StatsResult, score_report, stats_report
+from .scoring import MetricParams
 
 
 @dataclass

@@ -1,10 +1,15 @@
-"""Aggregation jobs that write the Parquet reports (Ray tasks; the computing itself lives in stats / metrics).
+"""Aggregation jobs that write the Parquet reports (Ray tasks; the computing itself lives in stats / scoring).
 
 ``stats_report``: one Ray task per dataset (read its label sources, compute its statistics) and one per pair of
 datasets (compare their label distributions, from the two dataset results), written as
 
     dataset_stats.parquet  label_count_hist.parquet  class_stats.parquet  cooccurrence.parquet
     dataset_comparison.parquet
+
+``score_report``: stored predictions scored per (dataset, model), written as
+
+    model_metrics.parquet  subgroup_metrics.parquet  gap_decomposition.parquet  dataset_gaps.parquet
+    class_metrics.parquet
 
 Every report is written atomically (temporary name, then rename), so a reader never sees half a file.
 """
@@ -14,8 +19,10 @@ from __future__ import annotations
 import itertools
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -23,9 +30,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import cluster
-from .config import RunConfig, load_dataset_labels
+from .config import RunConfig
+from .datasets import load_dataset_labels
 from .io import write_parquet_atomic
-from .stats import DatasetSummary, compare, summarize
+from .scoring.frames import SCORE_SCHEMAS
+from .stats import STATS_SCHEMAS, DatasetSummary, compare, summarize
 
 STATS_REPORTS = (
     "dataset_stats",
@@ -36,10 +45,39 @@ STATS_REPORTS = (
 )
 
 
+def report_schemas() -> dict[str, pa.Schema]:
+    """The Arrow schema of every report written here, by report name (:data:`mlray.stats.STATS_SCHEMAS`,
+    :data:`mlray.scoring.frames.SCORE_SCHEMAS`, :data:`DATASET_GAPS_SCHEMA`). A column name has one type in all
+    of them: class indices int16, counts (``n``, ``n_images``, ...) int64, values float64."""
+    return {**STATS_SCHEMAS, **SCORE_SCHEMAS, "dataset_gaps": DATASET_GAPS_SCHEMA}
+
+
+def empty_report(name: str) -> pd.DataFrame:
+    """A report frame with no rows but every column of the report, typed."""
+    return report_schemas()[name].empty_table().to_pandas()
+
+
+def report_table(frame: pd.DataFrame | pa.Table, name: str) -> pa.Table:
+    """``frame`` as the Arrow table of report ``name``, cast to its schema (:func:`report_schemas`), so a column
+    has the same type in every file and an empty report keeps its typed columns. A frame with no columns at all
+    is the empty report; a report name without a schema is converted as it is. Raises ``ValueError`` when the
+    columns differ from the schema's."""
+    schema = report_schemas().get(name)
+    if schema is None:
+        return frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
+    columns = list(frame.column_names if isinstance(frame, pa.Table) else frame.columns)
+    if not columns and not len(frame):
+        return schema.empty_table()
+    if sorted(columns) != sorted(schema.names):
+        raise ValueError(f"report {name}: columns {columns} differ from its schema {schema.names}")
+    if isinstance(frame, pa.Table):
+        return frame.select(schema.names).cast(schema)
+    return pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+
+
 def write_report(frame: pd.DataFrame | pa.Table, out_dir: str | os.PathLike, name: str) -> Path:
-    """Write ``out_dir/name.parquet`` atomically and return its path."""
-    table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
-    return write_parquet_atomic(table, Path(out_dir) / f"{name}.parquet")
+    """Write ``out_dir/name.parquet`` atomically (typed by :func:`report_table`) and return its path."""
+    return write_parquet_atomic(report_table(frame, name), Path(out_dir) / f"{name}.parquet")
 
 
 def _summarize_dataset(config: RunConfig, name: str, top_pairs: int) -> DatasetSummary:
@@ -93,28 +131,31 @@ def stats_report(
     pair_refs = [pair_task.remote(refs[a], refs[b], top_classes) for a, b in itertools.combinations(names, 2)]
     summaries = cluster.get([refs[n] for n in names])
     comparisons = cluster.get(pair_refs)
-    comparison = (
-        pd.concat(comparisons, ignore_index=True)
-        if comparisons
-        else pd.DataFrame(
-            columns=["dataset_a", "dataset_b", "measure", "value", "ci_low", "ci_high", "class_index", "wnid", "name"]
-        )
-    )
-    frames = {
-        "dataset_stats": pd.DataFrame([s.stats for s in summaries]),
-        "label_count_hist": pd.concat([s.hist for s in summaries], ignore_index=True),
-        "class_stats": pd.concat([s.classes for s in summaries], ignore_index=True),
-        "cooccurrence": pd.concat([s.cooccurrence for s in summaries], ignore_index=True),
-        "dataset_comparison": comparison,
-    }
+    frames = stats_frames(summaries, comparisons)
     paths = {name: write_report(frames[name], out_dir, name) for name in STATS_REPORTS}
-    return StatsResult(summaries, comparison, paths, time.perf_counter() - start)
+    return StatsResult(summaries, frames["dataset_comparison"], paths, time.perf_counter() - start)
+
+
+def stats_frames(summaries: list[DatasetSummary], comparisons: list[pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """The statistics reports (:data:`STATS_REPORTS`) from the datasets' summaries and the pairs' comparisons
+    (a report without rows, such as the comparison of a single dataset, is an empty typed frame)."""
+
+    def concat(name: str, parts: list[pd.DataFrame]) -> pd.DataFrame:
+        return pd.concat(parts, ignore_index=True) if parts else empty_report(name)
+
+    return {
+        "dataset_stats": pd.DataFrame([s.stats for s in summaries]) if summaries else empty_report("dataset_stats"),
+        "label_count_hist": concat("label_count_hist", [s.hist for s in summaries]),
+        "class_stats": concat("class_stats", [s.classes for s in summaries]),
+        "cooccurrence": concat("cooccurrence", [s.cooccurrence for s in summaries]),
+        "dataset_comparison": concat("dataset_comparison", comparisons),
+    }
 
 
 # --------------------------------------------------------------------------------------------------------------
 # mlray score: stored ranked predictions -> model metrics, subgroup metrics, gap decomposition
 
-SCORE_REPORTS = ("model_metrics", "subgroup_metrics", "gap_decomposition", "class_metrics")
+SCORE_REPORTS = ("model_metrics", "subgroup_metrics", "gap_decomposition", "dataset_gaps", "class_metrics")
 
 
 @dataclass
@@ -125,7 +166,7 @@ class PredictionUnit:
     model: str
     source: str
     files: list[str] | None = None
-    table: object | None = None  # ray.ObjectRef of a pyarrow Table
+    table: Any = None  # ray.ObjectRef of a pyarrow Table
 
 
 def collect_predictions(paths, dataset: str | None = None, model: str | None = None) -> list[PredictionUnit]:
@@ -134,7 +175,7 @@ def collect_predictions(paths, dataset: str | None = None, model: str | None = N
     import ray
 
     from .errors import MlrayError
-    from .predictions import import_predictions, list_partitions, read_predictions
+    from .store import import_predictions, list_partitions, read_predictions
 
     units: list[PredictionUnit] = []
     for raw in paths:
@@ -168,7 +209,7 @@ def collect_predictions(paths, dataset: str | None = None, model: str | None = N
 
 def _prepare_labels(config: RunConfig, name: str, params):
     """A dataset's label arrays and its scoring context (label matrix + bootstrap resamples), built once."""
-    from .metrics import prepare_dataset
+    from .scoring import prepare_dataset
 
     arrays = load_dataset_labels(config, config.dataset(name)).arrays()
     ctx = prepare_dataset(arrays, params)
@@ -182,40 +223,51 @@ def _score_batch(prepared, units: list[PredictionUnit], params):
     """Score a batch of models on one dataset (the bootstrap multiplies the shared resamples once per batch)."""
     import ray
 
-    from .metrics import metrics_frame, per_class_accuracy, score_models, subgroup_frame
-    from .predictions import align, read_predictions
+    from .scoring import score_models
+    from .store import align, read_predictions
 
     labels, ctx = prepared
     aligned = []
     for u in units:
-        table = ray.get(u.table) if u.table is not None else read_predictions(u.files)
+        table = ray.get(u.table) if u.table is not None else read_predictions(u.files or [])
         aligned.append(align(table, labels, u.dataset, u.model, source=u.source))
     scores = score_models(labels, [a.topk for a in aligned], params, context=ctx)
-    frames = {"model_metrics": [], "subgroup_metrics": [], "class_metrics": []}
-    missing = {}
-    for u, a, s in zip(units, aligned, scores):
-        for name, frame in (
-            ("model_metrics", metrics_frame(s)),
-            ("subgroup_metrics", subgroup_frame(s)),
-            ("class_metrics", per_class_accuracy(s)),
-        ):
-            frame.insert(0, "dataset", u.dataset)
-            frame.insert(0, "model", u.model)
-            frames[name].append(frame)
-        missing[(u.dataset, u.model)] = (a.n_missing, a.missing_examples)
-    out = {k: pd.concat(v, ignore_index=True) for k, v in frames.items()}
+    per_model = [model_frames(u.dataset, u.model, s) for u, s in zip(units, scores)]
+    out = {name: pd.concat([f[name] for f in per_model], ignore_index=True) for name in MODEL_REPORTS}
+    missing = {(u.dataset, u.model): (a.n_missing, a.missing_examples) for u, a in zip(units, aligned)}
     return (out, missing), dict(zip((u.model for u in units), scores))
 
 
-def _decompose_pair(model: str, dataset_a: str, dataset_b: str, scores_a: dict, b, params):
-    from .metrics import decomposition_frame
+MODEL_REPORTS = ("model_metrics", "subgroup_metrics", "class_metrics")
 
-    score_b = b[model] if isinstance(b, dict) else b[0]  # a model's scores on B, or B's labels only
-    frame = decomposition_frame(scores_a[model], score_b, params=params)
+
+def model_frames(dataset: str, model: str, score) -> dict[str, pd.DataFrame]:
+    """The rows of one scored (model, dataset) in each report of :data:`MODEL_REPORTS`, key columns first."""
+    from .scoring import metrics_frame, per_class_accuracy, subgroup_frame
+
+    frames = {"model_metrics": metrics_frame(score), "subgroup_metrics": subgroup_frame(score),
+              "class_metrics": per_class_accuracy(score)}  # fmt: skip
+    for frame in frames.values():
+        frame.insert(0, "dataset", dataset)
+        frame.insert(0, "model", model)
+    return frames
+
+
+def pair_frame(model: str, dataset_a: str, dataset_b: str, score_a, b, params=None) -> pd.DataFrame:
+    """The ``gap_decomposition`` rows of one model between datasets A and B (``b``: the model's score on B, or
+    B's label arrays when B has no predictions of it), key columns first."""
+    from .scoring import decomposition_frame
+
+    frame = decomposition_frame(score_a, b, params=params)
     frame.insert(0, "dataset_b", dataset_b)
     frame.insert(0, "dataset_a", dataset_a)
     frame.insert(0, "model", model)
     return frame
+
+
+def _decompose_pair(model: str, dataset_a: str, dataset_b: str, scores_a: dict, b, params):
+    score_b = b[model] if isinstance(b, dict) else b[0]  # a model's scores on B, or B's labels only
+    return pair_frame(model, dataset_a, dataset_b, scores_a[model], score_b, params)
 
 
 @dataclass
@@ -254,27 +306,28 @@ def score_report(
     import ray
 
     from .errors import MlrayError
-    from .metrics import MetricParams
+    from .scoring import MetricParams
 
     params = params or MetricParams()
     start = time.perf_counter()
     units = collect_predictions(prediction_paths, dataset, model)
     if only_config_datasets:  # a shared store may hold other datasets (earlier runs): score the config's only
-        names = {d.name for d in config.datasets}
-        units = [u for u in units if u.dataset in names]
+        wanted = {d.name for d in config.datasets}
+        units = [u for u in units if u.dataset in wanted]
     if ship_predictions is None:  # store files live on this node; other nodes' tasks cannot read them
         ship_predictions = sum(1 for n in ray.nodes() if n.get("Alive")) > 1
     if ship_predictions:
-        from .predictions import read_predictions
+        from .store import read_predictions
 
         for u in units:
             if u.table is None:
-                u.table, u.files = ray.put(read_predictions(u.files)), None
+                u.table, u.files = ray.put(read_predictions(u.files or [])), None
     names = [d.name for d in config.datasets]
     for u in units:
         if u.dataset not in names:
             raise MlrayError(
-                f"{u.source}: predictions for dataset {u.dataset!r}, which the config does not have (have: {', '.join(names)})"
+                f"{u.source}: predictions for dataset {u.dataset!r}, which the config does not have "
+                f"(have: {', '.join(names)})"
             )
     if not units:
         raise MlrayError("no predictions found in " + ", ".join(map(str, prediction_paths)))
@@ -287,7 +340,8 @@ def score_report(
         mine = [u for u in units if u.dataset == n]
         for i in range(0, len(mine), max(1, models_per_task)):
             batch = mine[i : i + max(1, models_per_task)]
-            frames_ref, scores_ref = batch_task.remote(prepared[n], batch, params)
+            refs: Any = batch_task.remote(prepared[n], batch, params)  # num_returns=2: Ray's stub says one ref
+            frames_ref, scores_ref = refs
             frame_refs.append(frames_ref)
             for u in batch:
                 score_refs[(n, u.model)] = scores_ref
@@ -298,11 +352,72 @@ def score_report(
             pair_refs.append(pair_task.remote(m, a, b, score_refs[(a, m)], other, params))
     results = cluster.get(frame_refs)
     decompositions = cluster.get(pair_refs)
-    frames = {
-        name: pd.concat([r[0][name] for r in results], ignore_index=True)
-        for name in ("model_metrics", "subgroup_metrics", "class_metrics")
-    }
-    frames["gap_decomposition"] = pd.concat(decompositions, ignore_index=True) if decompositions else pd.DataFrame()
+    frames = {name: pd.concat([r[0][name] for r in results], ignore_index=True) for name in MODEL_REPORTS}
+    gaps = pd.concat(decompositions, ignore_index=True) if decompositions else empty_report("gap_decomposition")
+    frames["gap_decomposition"] = gaps
+    frames["dataset_gaps"] = dataset_gaps_frame(frames["model_metrics"], frames["gap_decomposition"], names)
     missing = {key: v for r in results for key, v in r[1].items()}
     paths = {name: write_report(frames[name], out_dir, name) for name in SCORE_REPORTS}
     return ScoreResult(frames, missing, paths, time.perf_counter() - start)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# dataset_gaps: the mean gap A -> B over the models, per pair of datasets and metric
+
+MIN_GAP_FOR_SHARE = 0.01  # composition / gap is reported only for gaps of at least 1 point (unstable near 0)
+DATASET_GAPS_COLUMNS = ["dataset_a", "dataset_b", "metric", "n_models", "mean_gap", "n_decomposed",
+                        "mean_decomposed_gap", "mean_composition", "mean_within", "share_explained"]  # fmt: skip
+DATASET_GAPS_SCHEMA = pa.schema(
+    [(c, pa.string()) for c in DATASET_GAPS_COLUMNS[:3]]
+    + [(c, pa.int64() if c.startswith("n_") else pa.float64()) for c in DATASET_GAPS_COLUMNS[3:]]
+)
+
+
+def dataset_gaps_frame(
+    model_metrics: pd.DataFrame, gap_decomposition: pd.DataFrame, datasets: Iterable[str]
+) -> pd.DataFrame:
+    """The mean gap A -> B over the models, one row per ordered pair (A, B) of ``datasets`` and metric (the
+    ``dataset_gaps`` report; columns :data:`DATASET_GAPS_COLUMNS`, values fractions like the inputs).
+
+    From ``model_metrics``: ``n_models``, the models with the metric available (and a value) on both A and B, and
+    ``mean_gap``, the mean over them of value(A) - value(B). From ``gap_decomposition``: ``n_decomposed``, the
+    models with a gap for (A, B, metric), the means over them of ``gap``, ``composition`` and ``within``
+    (``mean_decomposed_gap``, ``mean_composition``, ``mean_within``), and ``share_explained`` = mean_composition /
+    mean_decomposed_gap, the share of the mean gap that the label-count mix explains (NaN when
+    |mean_decomposed_gap| < :data:`MIN_GAP_FOR_SHARE`). The decomposition takes top1 / top5 over labelled images
+    with an original label, so there ``mean_decomposed_gap`` may differ from ``mean_gap``. Metrics follow their
+    order in ``model_metrics``; a row with no model in either report is left out.
+    """
+    nan = float("nan")
+    mm = model_metrics
+    if "available" in mm.columns:
+        mm = mm[mm["available"].fillna(False).astype(bool)]
+    mm = mm[mm["value"].notna()].drop_duplicates(["model", "dataset", "metric"])
+    values = {key: g.set_index("model")["value"] for key, g in mm.groupby(["dataset", "metric"], sort=False)}
+    gd = gap_decomposition
+    decomposed = {}
+    if len(gd):
+        gd = gd[gd["gap"].notna()]
+        decomposed = {key: g for key, g in gd.groupby(["dataset_a", "dataset_b", "metric"], sort=False)}
+    metrics = list(pd.unique(model_metrics["metric"])) if len(model_metrics) else []
+    metrics += [m for _, _, m in decomposed if m not in metrics]
+    rows = []
+    for a, b in itertools.permutations(datasets, 2):
+        for metric in metrics:
+            va, vb = values.get((a, metric)), values.get((b, metric))
+            both = va.index.intersection(vb.index) if va is not None and vb is not None else pd.Index([])
+            dec = decomposed.get((a, b, metric))
+            if not len(both) and dec is None:
+                continue
+            mean_gap = nan
+            if va is not None and vb is not None and len(both):
+                mean_gap = float((va[both] - vb[both]).mean())
+            gap, comp, within = (
+                (float(dec["gap"].mean()), float(dec["composition"].mean()), float(dec["within"].mean()))
+                if dec is not None
+                else (nan, nan, nan)
+            )
+            share = comp / gap if abs(gap) >= MIN_GAP_FOR_SHARE else nan
+            rows.append((a, b, metric, len(both), mean_gap, 0 if dec is None else len(dec), gap, comp, within, share))
+    frame = pd.DataFrame.from_records(rows, columns=DATASET_GAPS_COLUMNS)
+    return frame.astype({c: "int64" if c.startswith("n_") else "float64" for c in DATASET_GAPS_COLUMNS[3:]})

@@ -21,6 +21,8 @@ table of counts (scipy.stats.chi2_contingency; bins empty in both dropped); ``mu
 with a 95 % Newcombe hybrid-score interval (Newcombe 1998, method 10); ``mean_labels_difference`` = A - B; and
 ``class_multi_rate_difference`` rows for the classes whose multi-label rate differs most (classes with at least
 ``min_class_images`` valid images in both datasets, largest |A - B| first).
+
+The frames are written as the reports of :data:`STATS_SCHEMAS` (class indices int16, counts int64).
 """
 
 from __future__ import annotations
@@ -30,13 +32,44 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from scipy import stats as sstats
 from scipy.spatial.distance import jensenshannon
 
-from .labels import LabelArrays
-from .labels import NUM_CLASSES, Vocabulary, imagenet_vocabulary
+from .labels import NUM_CLASSES, LabelArrays, Vocabulary, imagenet_vocabulary
 
 Z95 = 1.959963984540054
+
+_STRING, _COUNT, _FRACTION, _CLASS = pa.string(), pa.int64(), pa.float64(), pa.int16()
+STATS_SCHEMAS: dict[str, pa.Schema] = {
+    "dataset_stats": pa.schema(
+        [("dataset", _STRING)]
+        + [(c, _COUNT) for c in ("n_images", "n_labelled", "n_empty", "n_unannotated", "n_multi")]
+        + [("multi_fraction", _FRACTION), ("mean_labels", _FRACTION), ("n_with_original", _COUNT)]
+        + [("original_in_valid_fraction", _FRACTION), ("n_skipped_unknown", _COUNT)]
+        + [("n_merged_duplicate_labels", _COUNT)]
+    ),
+    "label_count_hist": pa.schema(
+        [("dataset", _STRING), ("n_labels", _COUNT), ("n_images", _COUNT), ("fraction", _FRACTION)]
+    ),
+    "class_stats": pa.schema(
+        [("dataset", _STRING), ("class_index", _CLASS), ("wnid", _STRING), ("name", _STRING)]
+        + [("n_original", _COUNT), ("n_valid", _COUNT), ("multi_rate", _FRACTION)]
+        + [("original_valid_rate", _FRACTION)]
+    ),
+    "cooccurrence": pa.schema(
+        [("dataset", _STRING), ("class_a", _CLASS), ("class_b", _CLASS), ("n_images", _COUNT), ("lift", _FRACTION)]
+        + [(c, _STRING) for c in ("name_a", "name_b", "wnid_a", "wnid_b")]
+    ),
+    "dataset_comparison": pa.schema(
+        [("dataset_a", _STRING), ("dataset_b", _STRING), ("measure", _STRING), ("value", _FRACTION)]
+        + [("ci_low", _FRACTION), ("ci_high", _FRACTION), ("class_index", _CLASS), ("wnid", _STRING)]
+        + [("name", _STRING)]
+    ),
+}
+"""The Arrow schema of each statistics report as written: class indices int16 and counts int64 (as in every
+report, :data:`mlray.scoring.frames.SCORE_SCHEMAS`); ``class_index`` of ``dataset_comparison`` is null on the
+dataset-wide rows."""
 
 
 @dataclass
@@ -115,7 +148,7 @@ def class_stats(name: str, a: LabelArrays, vocab: Vocabulary | None = None) -> p
     return pd.DataFrame(
         {
             "dataset": name,
-            "class_index": np.arange(NUM_CLASSES, dtype=np.int64),
+            "class_index": np.arange(NUM_CLASSES, dtype=np.int16),
             "wnid": vocab.wnid_array(),
             "name": vocab.name_array(),
             "n_original": n_original.astype(np.int64),
@@ -153,8 +186,8 @@ def cooccurrence(name: str, a: LabelArrays, top: int = 100, vocab: Vocabulary | 
     return pd.DataFrame(
         {
             "dataset": name,
-            "class_a": ca[order].astype(np.int64),
-            "class_b": cb[order].astype(np.int64),
+            "class_a": ca[order].astype(np.int16),
+            "class_b": cb[order].astype(np.int16),
             "n_images": n_ab[order].astype(np.int64),
             "lift": lift[order].astype(np.float64),
             "name_a": names[ca[order]],
@@ -259,7 +292,7 @@ def compare(a: DatasetSummary, b: DatasetSummary, top_classes: int = 10, min_cla
     for col in ("class_index", "wnid", "name"):
         if col not in frame:
             frame[col] = None
-    frame["class_index"] = frame["class_index"].astype("Int64")
+    frame["class_index"] = frame["class_index"].astype("Int16")
     frame.insert(0, "dataset_b", b.name)
     frame.insert(0, "dataset_a", a.name)
     return frame

@@ -62,7 +62,7 @@ def test_score_tiny_by_hand(ray_cluster, tiny_config, tmp_path, capsys):
     # ASMA over groups 1 and 2: A vtopk_all = (1/2 + 1/2) / 2; B = (1 + 1/3) / 2
     assert mm.loc[("A", "asma_vtopk_all"), "value"] == pytest.approx(0.5)
     assert mm.loc[("B", "asma_vtopk_all"), "value"] == pytest.approx(2 / 3)
-    assert json.loads(mm.loc[("A", "top1"), "params"])["K"] == 2
+    assert mm.loc[("A", "top1"), "params"]["K"] == 2
 
     sg = pd.read_parquet(out / "subgroup_metrics.parquet").set_index(["dataset", "group", "metric"])
     assert (
@@ -144,9 +144,9 @@ def test_store_tables_shipped_through_the_object_store_score_identically(ray_clu
     """Multi-node clusters: the driver reads the store and ships the tables (tasks may run where its disk is not);
     the scores equal those of tasks reading the files themselves (the single-node path)."""
     from mlray.config import load_config
-    from mlray.metrics import MetricParams
-    from mlray.predictions import import_predictions, write_partition
     from mlray.reports import score_report
+    from mlray.scoring import MetricParams
+    from mlray.store import import_predictions, write_partition
 
     write(
         tmp_path / "pred.csv",

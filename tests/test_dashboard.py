@@ -455,8 +455,8 @@ def scored_reports(ray_cluster, tmp_path_factory) -> Path:
     """stats_report + score_report on the synthetic run (Ray tasks), and external_results from timm's CSVs."""
     from mlray.config import load_config
     from mlray.external import import_results
-    from mlray.metrics import MetricParams
     from mlray.reports import score_report, stats_report
+    from mlray.scoring import MetricParams
 
     root = tmp_path_factory.mktemp("dash-run")
     config = load_config(synthetic_run(root))

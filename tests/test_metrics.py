@@ -1,8 +1,7 @@
-"""Hand-computed cases for mlray.metrics (no Ray)."""
+"""Hand-computed cases for the scoring fast path, mlray.scoring (no Ray)."""
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -10,7 +9,7 @@ import pytest
 
 from mlray.errors import MlrayError
 from mlray.labels import LabelArrays
-from mlray.metrics import (
+from mlray.scoring import (
     DECOMPOSITION_COLUMNS,
     METRICS,
     MODEL_COLUMNS,
@@ -26,7 +25,7 @@ from mlray.metrics import (
     standardized_accuracy,
     subgroup_frame,
 )
-from mlray.predictions import softmax, topk_from_scores
+from mlray.store import softmax, topk_from_scores
 
 NOBOOT = dict(n_boot=0)
 
@@ -183,7 +182,7 @@ def test_asma_with_min_group_size(labels):
     assert s3.results["asma_top1"].value == approx(1 / 3)
     assert s3.asma_groups["asma_real_top1"] == ("1",)
     f = metrics_frame(s3).set_index("metric")
-    assert f.loc["asma_real_top1", "groups_used"] == "1"
+    assert f.loc["asma_real_top1", "groups_used"] == ["1"]
     assert f.loc["asma_real_top1", "n"] == 4
     # min_group_size = 5: no group qualifies -> NaN with a reason
     s5 = score_model(labels, TOPK, MetricParams(max_group=3, min_group_size=5, **NOBOOT))
@@ -234,7 +233,7 @@ def test_top1_only_import(labels):
         assert s.subgroups[(m, "1")].value == approx(0.5)
         assert not s.subgroups[(m, "2")].available
     f = metrics_frame(s).set_index("metric")
-    assert json.loads(f.loc["top1", "params"])["K"] == 1
+    assert f.loc["top1", "params"]["K"] == 1
     assert not f.loc["top5", "available"] and "K=1" in f.loc["top5", "reason"]
 
 
@@ -302,7 +301,7 @@ def test_ml_acc_shankar():
     # class 2: j5 (annotated, empty valid) hit via unclear -> 1; class 3: j6 unannotated (out)
     r = s.results["ml_acc_shankar"]
     assert r.value == approx((2 / 3 + 0 + 1) / 3) and r.n == 5
-    info = json.loads(metrics_frame(s).set_index("metric").loc["ml_acc_shankar", "params"])
+    info = metrics_frame(s).set_index("metric").loc["ml_acc_shankar", "params"]
     assert info["n_classes"] == 3 and info["n_excluded_problematic"] == 1
     no_flags = score_model(make_labels([0], [[0]]), np.array([[0]], np.int16), MetricParams(**NOBOOT))
     assert not no_flags.results["ml_acc_shankar"].available
@@ -409,7 +408,7 @@ def test_bootstrap_deterministic_and_contains_point():
     )
     f = metrics_frame(s1)
     assert list(f.columns) == MODEL_COLUMNS
-    assert json.loads(f.set_index("metric").loc["real_top1", "params"])["n_boot"] == 200
+    assert f.set_index("metric").loc["real_top1", "params"]["n_boot"] == 200
 
 
 def test_bootstrap_matches_direct_resampling():
@@ -481,12 +480,12 @@ def test_decomposition_unavailable_group_gives_reason():
 
 
 def test_bootstrap_same_without_cached_resamples(monkeypatch):
-    import mlray.metrics as mm
+    import mlray.scoring.context as mm
 
     lab, t = _random_dataset(150, 6, "c")
     p = MetricParams(n_boot=250, seed=4, max_group=3)  # 3 chunks of resamples (100, 100, 50)
     cached = score_model(lab, t, p, context=mm.DatasetContext(lab, p.max_group))
-    monkeypatch.setattr(mm, "_BOOT_CACHE_BYTES", 0)  # regenerate chunk by chunk
+    monkeypatch.setattr(mm, "BOOT_CACHE_BYTES", 0)  # regenerate chunk by chunk
     streamed = score_model(lab, t, p, context=mm.DatasetContext(lab, p.max_group))
     assert np.array_equal(cached.boot, streamed.boot)
     assert cached.results["vtopk_any"].ci_low == streamed.results["vtopk_any"].ci_low

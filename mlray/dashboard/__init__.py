@@ -26,7 +26,7 @@ A is the first dataset in report order (the order of ``dataset_stats``, i.e. the
 appearance in the other reports); every other dataset is a B. Dataset names are never assumed ("val", "v2"):
 axes, legends and titles carry them. A chart whose inputs are missing is left out with a one-line note on the
 page; a folder with none of the reports is an :class:`~mlray.errors.MlrayError`. Metric definitions:
-``docs/design.md`` and :mod:`mlray.metrics`.
+``docs/design.md`` and :mod:`mlray.scoring`.
 
 Numbers in the embedded JSON (``<script id="mlray-data" type="application/json">``) are percentages: a
 report fraction ``f`` is stored as ``100 * f`` (and a gap in percentage points likewise), so they can be checked

@@ -41,5 +41,6 @@ class MetricParams:
         if not (0.0 < float(self.ci) < 1.0):
             raise MlrayError(f"metric params: ci must be in (0, 1), got {self.ci!r}")
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, int | float]:
+        """The fields as plain Python numbers (``ci`` a float, the others ints), e.g. for a JSON manifest."""
         return {k: (float(v) if k == "ci" else int(v)) for k, v in asdict(self).items()}
