@@ -142,7 +142,7 @@ def main() -> int:
     plain = {m: plain_loop(m, files, args.batch_size, args.k) for m in LITES}
     for m, r in plain.items():
         print(
-            f"plain  {m}: {r['wall_s']:6.1f} s end to end = {r['images'] / r['wall_s']:6.1f} img/s; steady {r['steady_img_s']:6.1f} img/s"
+            f"plain  {m}: {r['wall_s']:6.1f} s end to end = {r['images'] / r['wall_s']:6.1f} img/s; steady {r['steady_img_s']:6.1f} img/s"  # noqa: E501
         )
     with tempfile.TemporaryDirectory(prefix="mlray-bench-") as tmp:
         one = mlray_run([LITES[0]], folders, args.batch_size, args.k, Path(tmp) / "one")
@@ -182,7 +182,7 @@ def main() -> int:
     print(f"mlray  lite0: {one['wall_s']:6.1f} s end to end; lite0+1+2 in one run: {three['wall_s']:6.1f} s")
     print()
     print(
-        f"{'':20} {'plain img/s':>12} {'mlray img/s':>12} {'ratio':>7}   {'plain steady':>12} {'mlray steady':>12} {'ratio':>7}  target"
+        f"{'':20} {'plain img/s':>12} {'mlray img/s':>12} {'ratio':>7}   {'plain steady':>12} {'mlray steady':>12} {'ratio':>7}  target"  # noqa: E501
     )
     for name, pe, me, ps, ms, target in rows:
         print(f"{name:20} {pe:12.1f} {me:12.1f} {me / pe:7.2f}   {ps:12.1f} {ms:12.1f} {ms / ps:7.2f}  >= {target}")

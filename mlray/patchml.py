@@ -323,7 +323,8 @@ def read_box_table(table: str | os.PathLike, images: str | os.PathLike) -> Patch
     missing = [c for c in need if c not in columns]
     if missing:
         raise MlrayError(
-            f"{table}: missing column {', '.join(missing)} (a box table has {', '.join(need)}; found {', '.join(columns) or 'none'})"
+            f"{table}: missing column {', '.join(missing)} "
+            f"(a box table has {', '.join(need)}; found {', '.join(columns) or 'none'})"
         )
     files = _images_by_id(images)
     sizes = _Sizes()
@@ -386,7 +387,7 @@ def open_source(
                 "patchml: --whole takes no --images or --class-labels (the class is the wnid in the file name)"
             )
         return read_whole_images(whole)
-    if images is None:
+    if images is None or boxes is None:
         raise MlrayError(
             f"patchml: {boxes}: a box file needs --images, the folder of the images the boxes are drawn on"
         )
@@ -434,8 +435,11 @@ class PatchMLOptions:
 
 
 def parse_layouts(specs: Iterable[str], per_layout: int) -> tuple[tuple[int, int, int], ...]:
-    """``['1x2', '2x2:5', '3x3,1x1']`` -> ``((1, 2, per_layout), (2, 2, 5), (3, 3, per_layout), (1, 1, per_layout))``."""
-    out = []
+    """Layout specs to ``(rows, cols, n)``.
+
+    ``['1x2', '2x2:5', '3x3,1x1']`` -> ``((1, 2, per_layout), (2, 2, 5), (3, 3, per_layout), (1, 1, per_layout))``.
+    """
+    out: list[tuple[int, int, int]] = []
     for spec in specs:
         for part in str(spec).split(","):
             if not part.strip():
@@ -634,7 +638,8 @@ def build_patchml(
             for i, idx in enumerate(grids[name]):
                 if len(idx) != rows * cols or any(not 0 <= j < len(pool) for j in idx):
                     raise MlrayError(
-                        f"patchml: grid {i} of layout {name} must list {rows * cols} patch indices in 0..{len(pool) - 1}"
+                        f"patchml: grid {i} of layout {name} must list {rows * cols} patch indices "
+                        f"in 0..{len(pool) - 1}"
                     )
                 plan.append((rows, cols, list(idx)))
             continue
@@ -661,7 +666,22 @@ def build_patchml(
         for slot, (p, cb) in enumerate(zip(patches, boxes)):
             patch_rows.append((image_id, slot, p.classes[0], ";".join(map(str, p.classes)), p.source, *p.box, *cb))
         used.update(idx)
-    _write_csv(out / PATCHES_FILE, ["image_id", "slot", "class", "classes", "source_image", "x0", "y0", "x1", "y1", "cx0", "cy0", "cx1", "cy1"], patch_rows)  # fmt: skip
+    header = [
+        "image_id",
+        "slot",
+        "class",
+        "classes",
+        "source_image",
+        "x0",
+        "y0",
+        "x1",
+        "y1",
+        "cx0",
+        "cy0",
+        "cx1",
+        "cy1",
+    ]
+    _write_csv(out / PATCHES_FILE, header, patch_rows)
     info = {
         "source": source.description,
         "options": {**asdict(options), "layouts": [f"{r}x{c}:{n}" for r, c, n in options.layouts]},

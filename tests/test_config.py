@@ -54,7 +54,7 @@ def test_default_config_is_real_in_timm():
         ),
         ("datasets:\n  - name: x\n", "datasets[0]: Value error, needs labels.original and/or labels.multi"),
         (
-            "datasets:\n  - {name: x, labels: {multi: {format: real-json}}}\n  - {name: x, labels: {multi: {format: real-json}}}\n",
+            "datasets:\n  - {name: x, labels: {multi: {format: real-json}}}\n  - {name: x, labels: {multi: {format: real-json}}}\n",  # noqa: E501
             "dataset name 'x' is used twice",
         ),
         (
@@ -144,7 +144,9 @@ def test_duplicate_top_level_section_is_an_error(tmp_path):
 def test_scoring_section_sets_metric_params_and_flags_override(tmp_path):
     from mlray.scoring.params import MetricParams
 
-    text = "datasets:\n  - {name: a, labels: {multi: {format: real-json}}}\nscoring: {max_group: 2, min_group_size: 1}\n"
+    text = (
+        "datasets:\n  - {name: a, labels: {multi: {format: real-json}}}\nscoring: {max_group: 2, min_group_size: 1}\n"  # noqa: E501
+    )
     cfg = load_config(write(tmp_path / "run.yaml", text))
     assert cfg.scoring.params() == MetricParams(max_group=2, min_group_size=1, n_boot=1000, seed=0, ci=0.95)
     assert cfg.scoring.params(n_boot=0, seed=None) == MetricParams(max_group=2, min_group_size=1, n_boot=0)

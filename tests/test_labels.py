@@ -15,10 +15,10 @@ from mlray.labels import (
     LABELS_SCHEMA,
     build_dataset_labels,
     image_id_from_name,
+    imagenet_vocabulary,
     read_source,
 )
 from mlray.stats import dataset_stats, label_count_hist
-from mlray.labels import imagenet_vocabulary
 
 
 def write(path, text):
@@ -276,7 +276,7 @@ def test_join_with_skip_policy_counts_what_it_skips(tmp_path):
 def test_multi_only_dataset_takes_originals_from_tfds(tmp_path):
     path = write(
         tmp_path / "t.csv",
-        'id,original_label,proposed_labels,unclear_multi_labels,is_problematic\nx.JPEG,3,"3, 4",,False\ny.JPEG,9,1,2,True\n',
+        'id,original_label,proposed_labels,unclear_multi_labels,is_problematic\nx.JPEG,3,"3, 4",,False\ny.JPEG,9,1,2,True\n',  # noqa: E501
     )
     d = build_dataset_labels("t", None, read_source("tfds-multilabel-csv", path))
     assert d.table.column("original").to_pylist() == [3, 9]

@@ -363,6 +363,6 @@ def test_hub_wildcards_keep_only_imagenet_1k_heads_and_a_named_in12k_head_is_an_
     assert "efficientnet_b5.sw_in12k" not in names and "efficientnet_b5.sw_in12k_ft_in1k" in names
     with pytest.raises(
         MlrayError,
-        match=r"'efficientnet_b5\.sw_in12k' has a 11,821-class head, not ImageNet-1k .*efficientnet_b5\.sw_in12k_ft_in1k",
+        match=r"'efficientnet_b5\.sw_in12k' has a 11,821-class head, not ImageNet-1k .*efficientnet_b5\.sw_in12k_ft_in1k",  # noqa: E501
     ):
         expand_model_names("efficientnet_b5.sw_in12k", weights="hub")

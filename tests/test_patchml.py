@@ -178,7 +178,7 @@ def test_distinct_classes_and_repeats(tmp_path):
     assert {r["labels"] for r in read_rows(res.labels)} == {"0;1"}
     with pytest.raises(
         MlrayError,
-        match=r"^patchml: layout 1x3 needs 3 patches of distinct classes per image, but the source's patches cover only 2 classes",
+        match=r"^patchml: layout 1x3 needs 3 patches of distinct classes per image, but the source's patches cover only 2 classes",  # noqa: E501
     ):
         build_patchml(source, PatchMLOptions(layouts=((1, 3, 1),), patch_size=8), tmp_path / "e")
     rep = build_patchml(

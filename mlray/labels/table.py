@@ -133,9 +133,10 @@ def build_dataset_labels(
     """Join a dataset's label sources into its canonical table.
 
     Rows are sorted by image id. The dataset's image set is ``image_ids`` when given (the images define the
-    dataset), else that of the original-label source, else that of the multi-label source. Label entries for images outside that set are an
-    error, or with ``on_unknown_image='skip'`` are skipped and counted (``skipped_unknown``). Images with no
-    multi-label entry get a null ``valid`` (not annotated); images with no original label get -1.
+    dataset), else that of the original-label source, else that of the multi-label source. Label entries for
+    images outside that set are an error, or with ``on_unknown_image='skip'`` are skipped and counted
+    (``skipped_unknown``). Images with no multi-label entry get a null ``valid`` (not annotated); images with no
+    original label get -1.
     When there is no original source, original labels come from the multi source if it carries them
     (tfds-multilabel-csv, table with ``label``).
     """
