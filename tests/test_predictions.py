@@ -253,13 +253,13 @@ def test_import_error_no_such_file(tmp_path):
 def test_import_error_no_dataset(tmp_path):
     path = write(tmp_path, "p.csv", "image_id,top1\na,1\n")
     msg = error_of(import_predictions, path, model="m")
-    assert msg == f"{path}: no dataset column and no dataset given (pass dataset=...)"
+    assert msg == f"{path}: no dataset column; give the dataset with --dataset NAME"
 
 
 def test_import_error_no_model(tmp_path):
     path = write(tmp_path, "p.csv", "image_id,top1\na,1\n")
     msg = error_of(import_predictions, path, dataset="d")
-    assert msg == f"{path}: no model column and no model given (pass model=...)"
+    assert msg == f"{path}: no model column; give the model with --model NAME"
 
 
 def test_import_error_empty_model_cell_without_argument(tmp_path):

@@ -12,6 +12,7 @@ the driver and call :func:`read_shard` / :func:`decode_image` inside its tasks. 
                    ``folders`` (imagenet-val-flat, wnid-folders, imagenetv2), ``manifest``, ``parquet``
                    (parquet-shards), ``webdataset``
 ``plan``           the layout registry: :func:`plan_shards`, :func:`read_shard`, :func:`read_shard_sources`
+``budget``         the per-image memory budget every decode / resize buffer is checked against before allocating
 ``decode``         :func:`decode_image`: bytes -> RGB ``PIL.Image`` as timm's loader, with explicit failures
 ``writer``         :func:`write_parquet_shards` (``mlray shard``): any layout -> Parquet shards
 =================  ============================================================================================
@@ -55,8 +56,11 @@ input file): a class named twice in one label set is kept once and counted in th
 ``SourceLabels.merged_duplicates``. In folder layouts, files whose extension is not in
 :data:`mlray.labels.IMAGE_EXTENSIONS` (README, manifest.csv, .txt ...) and hidden files/folders (a path part
 starting with ``.``: ``.DS_Store``, macOS ``._x.jpg``, ``.ipynb_checkpoints``) are skipped and counted in
-``n_skipped_non_image`` -- never an error. Two files with the same image id (file stem) anywhere in a dataset are
-an error naming both paths.
+``n_skipped_non_image`` -- never an error. Nothing under a folder is dropped silently: a broken symlink, a folder
+named like an image (``x.JPEG/``), a FIFO / socket / device named like an image is planned as an image whose read
+is an error with that reason (counted in ``n_flagged``; never opened), so
+``entries = images to read + flagged + skipped`` (:meth:`ImagePlan.accounting`). Two files with the same image id
+(file stem, e.g. ``a.jpg`` and ``a.png``) anywhere in a dataset are an error naming both paths.
 
 Shards
 ======
@@ -68,13 +72,15 @@ shard per tar. Shard ids are ``s00000``, ``s00001``, ... in that order, so the s
 always give the same shards (a resumed run can skip the ones it finished). :func:`read_shard` yields
 ``(image_id, bytes, None)`` or ``(image_id, None, ImageError('read', reason))`` for every image the shard
 planned -- each planned image exactly once, and a missing file, member or row is an error item, never an
-exception. See :mod:`mlray.images.decode` for decoding.
+exception. See :mod:`mlray.images.decode` for decoding and :mod:`mlray.images.budget` for the memory budget of one
+image (also applied by :func:`mlray.models.preprocess_uint8` to every resize).
 """
 
+from .budget import MAX_BUFFER_BYTES, MAX_BUFFER_PIXELS
 from .decode import DEFAULT_MAX_PIXELS, decode_image
 from .layouts.parquet import ERRORS_FILE
 from .plan import LAYOUTS, REGISTRY, layout_of, plan_shards, read_shard, read_shard_sources, shard_items
-from .shards import DEFAULT_SHARD_SIZE, ImageError, ImagePlan, Layout, Shard, ShardItem, SourcedItem
+from .shards import DEFAULT_SHARD_SIZE, ImageError, ImagePlan, Layout, PlanAccounting, Shard, ShardItem, SourcedItem
 from .writer import SHARD_ERRORS_SCHEMA, SHARD_SCHEMA, WrittenShards, write_parquet_shards
 
 __all__ = [
@@ -82,12 +88,15 @@ __all__ = [
     "DEFAULT_SHARD_SIZE",
     "ERRORS_FILE",
     "LAYOUTS",
+    "MAX_BUFFER_BYTES",
+    "MAX_BUFFER_PIXELS",
     "REGISTRY",
     "SHARD_ERRORS_SCHEMA",
     "SHARD_SCHEMA",
     "ImageError",
     "ImagePlan",
     "Layout",
+    "PlanAccounting",
     "Shard",
     "ShardItem",
     "SourcedItem",

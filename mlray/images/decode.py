@@ -3,7 +3,8 @@
 :func:`decode_image` does what timm's loader does (``Image.open(f).convert('RGB')``) and fails with an
 :class:`~mlray.images.shards.ImageError` for: empty data (stage ``read``), not an image, a decompression bomb
 (width x height from the header checked against ``max_pixels`` *before* decoding, independent of Pillow's global
-``MAX_IMAGE_PIXELS``), and truncated or corrupt data (a full ``load()``; mlray never sets
+``MAX_IMAGE_PIXELS``), a raster or RGB conversion over the per-image memory budget in bytes (:mod:`.budget`, also
+checked from the header before decoding), and truncated or corrupt data (a full ``load()``; mlray never sets
 ``ImageFile.LOAD_TRUNCATED_IMAGES`` and relies on Pillow's default, False). EXIF orientation is NOT applied:
 timm's ``validate.py`` does not apply it either, and the published numbers were produced without it. Only the
 raster formats of ``IMAGE_EXTENSIONS`` are opened (JPEG/MPO, PNG, WebP, BMP, GIF, TIFF, PPM/PGM), whatever the
@@ -18,6 +19,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from ..errors import first_line
+from .budget import MAX_BUFFER_BYTES, check_buffer
 from .shards import ImageError
 
 if TYPE_CHECKING:
@@ -58,12 +60,17 @@ def open_header(data: bytes) -> PILImage.Image:
     raise ImageError("decode", f"not an image ({failures[0]})")
 
 
-def decode_image(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> PILImage.Image:
+def decode_image(
+    data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS, max_bytes: int | None = MAX_BUFFER_BYTES
+) -> PILImage.Image:
     """Decode image file bytes to an RGB ``PIL.Image`` exactly as timm's loader does (``.convert('RGB')``).
 
     Raises :class:`ImageError` with stage ``read`` for empty data ('empty file'), and stage ``decode`` for:
     'not an image (...)', 'decompression bomb: W x H = N pixels > limit' (checked from the header before any
-    pixel is decoded; ``max_pixels=None`` disables it), 'truncated image (...)', 'corrupt image (...)' (a full
+    pixel is decoded; ``max_pixels=None`` disables it), 'decoding the <mode> image WxH would need N GB (...), over
+    the per-image budget (...)' when the decoded raster or its RGB conversion would take more than ``max_bytes``
+    bytes (also from the header; ``None`` disables it; see :mod:`mlray.images.budget`), 'truncated image (...)',
+    'corrupt image (...)' (a full
     ``load()``), and a mode Pillow cannot convert to RGB. Modes L, LA, P (with or without transparency), RGBA,
     CMYK, I;16, 1 ... are converted by Pillow's ``convert('RGB')``: alpha/transparency is dropped (not composited),
     I;16 values are clipped to 255. EXIF orientation is not applied (timm's validate.py does not apply it).
@@ -75,6 +82,8 @@ def decode_image(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> PI
     width, height = img.size
     if max_pixels is not None and width * height > max_pixels:
         raise ImageError("decode", f"decompression bomb: {width} x {height} = {width * height} pixels > {max_pixels}")
+    for mode in dict.fromkeys((img.mode, "RGB")):  # the decoded raster, then its RGB conversion
+        check_buffer(f"decoding the {mode} image", width, height, mode, max_pixels=None, max_bytes=max_bytes)
     try:
         img.load()
     except Exception as exc:  # noqa: BLE001 - any decoder failure is this image's problem

@@ -59,7 +59,9 @@ class Shard:
     ``layout`` is the name of the layout that planned the shard; reading dispatches on it through the layout
     registry (:func:`mlray.images.plan.read_shard`). What the other fields hold is up to that layout:
 
-    - file layouts (flat, wnid-folders, imagenetv2, manifest): ``paths[i]`` is the file of ``image_ids[i]``;
+    - file layouts (flat, wnid-folders, imagenetv2, manifest): ``paths[i]`` is the file of ``image_ids[i]``, and
+      ``problems`` is empty or ``problems[i]`` is why ``paths[i]`` cannot be read, known from the listing (a broken
+      link, a folder named like an image, a FIFO ...; "" = none): that image is a read error, never opened;
     - ``parquet-shards``: rows ``rows = (start, stop)`` of the Parquet ``file``;
     - ``webdataset``: the tar ``file``; ``paths[i]`` is the member holding ``image_ids[i]``.
 
@@ -73,9 +75,46 @@ class Shard:
     file: str | None = None
     rows: tuple[int, int] | None = None
     filesystem: str | None = None
+    problems: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.image_ids)
+
+
+@dataclass(frozen=True)
+class PlanAccounting:
+    """Where every entry a plan listed went: ``entries = readable + flagged + skipped``.
+
+    ``readable``: planned images expected to read; ``flagged``: planned images already known to be read errors
+    (a broken link, a folder named like an image, a FIFO ...: each becomes an error row with stage ``read``);
+    ``skipped``: entries skipped and counted (not an image name, hidden, a tar sample without an image, the
+    ``errors.parquet`` quarantine). ``planned = readable + flagged`` is the plan's ``n_images``.
+    """
+
+    entries: int
+    readable: int
+    flagged: int
+    skipped: int
+
+    @property
+    def planned(self) -> int:
+        """The images the plan's shards hold (each comes out of reading exactly once)."""
+        return self.readable + self.flagged
+
+    def line(self) -> str:
+        """'12 entries = 8 images to read + 2 error rows (found while listing) + 2 skipped by extension'."""
+        return (
+            f"{self.entries} entries = {self.readable} images to read + {self.flagged} error rows (found while "
+            f"listing) + {self.skipped} skipped by extension"
+        )
+
+    def reconciliation(self, decoded: int, errors: int) -> str:
+        """The line after a run that decoded ``decoded`` images and wrote ``errors`` error rows (``flagged``
+        included): '12 entries = 7 images + 3 error rows + 2 skipped by extension', with ' (MISMATCH: N
+        entries unaccounted for)' appended when they do not add up."""
+        text = f"{self.entries} entries = {decoded} images + {errors} error rows + {self.skipped} skipped by extension"
+        missing = self.entries - decoded - errors - self.skipped
+        return text if missing == 0 else f"{text} (MISMATCH: {missing} entries unaccounted for)"
 
 
 @dataclass
@@ -84,6 +123,8 @@ class ImagePlan:
 
     ``labels`` is None when the layout carries none (``imagenet-val-flat``; a manifest / Parquet / tar without
     label columns or members); otherwise its format is ``layout:<name>`` and its rows follow ``image_ids``.
+    ``n_skipped_non_image`` counts the entries skipped (not an image name, hidden, ...), ``n_flagged`` the planned
+    images already known to be read errors from the listing (see :meth:`accounting`).
     """
 
     images: str
@@ -94,11 +135,22 @@ class ImagePlan:
     labels: SourceLabels | None = None
     n_skipped_non_image: int = 0
     skipped_examples: list[str] = field(default_factory=list)  # a few skipped names, for messages
+    n_flagged: int = 0
+    flagged_examples: list[str] = field(default_factory=list)  # a few reasons, for messages
 
     @property
     def n_images(self) -> int:
-        """How many images the plan holds."""
+        """How many images the plan holds (the flagged ones included: each is one error row)."""
         return len(self.image_ids)
+
+    def accounting(self) -> PlanAccounting:
+        """Where every listed entry went: ``entries = readable + flagged + skipped`` (see :class:`PlanAccounting`)."""
+        return PlanAccounting(
+            entries=self.n_images + self.n_skipped_non_image,
+            readable=self.n_images - self.n_flagged,
+            flagged=self.n_flagged,
+            skipped=self.n_skipped_non_image,
+        )
 
 
 class Layout(ABC):
@@ -137,7 +189,8 @@ def shard_id(k: int) -> str:
 
 
 class Skips:
-    """Files skipped while planning (not images, hidden, samples without an image): a count and a few names."""
+    """Entries skipped while planning (not images, hidden, samples without an image), or flagged as read errors
+    (:class:`ImagePlan`'s ``n_flagged``): a count and a few names or reasons."""
 
     def __init__(self) -> None:
         self.n = 0

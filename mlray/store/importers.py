@@ -152,7 +152,7 @@ def _names(columns: dict, key: str, given: str | None, n: int, rows: _Rows) -> l
     """The ``key`` (dataset or model) of every row: the column's cells, or ``given`` where absent or empty."""
     if key not in columns:
         if not given:
-            raise MlrayError(f"{rows.shown}: no {key} column and no {key} given (pass {key}=...)")
+            raise MlrayError(f"{rows.shown}: no {key} column; give the {key} with --{key} NAME")
         return [given] * n
     cells = _cells(columns[key])
     out = []

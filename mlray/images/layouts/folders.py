@@ -12,8 +12,18 @@
                        string-sorted position); any other folder name holding images is an error.
 =====================  =================================================================================
 
-Files whose extension is not in :data:`mlray.labels.IMAGE_EXTENSIONS` and hidden files/folders are skipped and
-counted; the image id is the file stem. Images are sorted by id and cut into shards of ``shard_size`` files.
+Nothing under the folder is dropped silently: every entry (see :func:`mlray.images.roots.list_entries`) is
+
+- an image to read: a file (or a symlink to one) whose extension is in :data:`mlray.labels.IMAGE_EXTENSIONS`;
+- a planned image that is already a read error, with its reason (``ImagePlan.n_flagged``): a broken symlink
+  ('broken link: ...'), a folder named like an image ('a directory, not a file: ...'), a FIFO / socket / device
+  ('not a regular file (fifo): ...'); reading it yields ``ImageError('read', reason)`` without opening it (an
+  unreadable file is found when read: 'unreadable: permission denied: ...');
+- or skipped and counted (``ImagePlan.n_skipped_non_image``): a name without an image extension, or hidden.
+
+So ``entries = images to read + flagged + skipped`` (:meth:`~mlray.images.shards.ImagePlan.accounting`). The image
+id is the file stem; two entries with the same stem (``a.jpg`` and ``a.png``) are an :class:`MlrayError` naming
+both. Images are sorted by id and cut into shards of ``shard_size`` files.
 """
 
 from __future__ import annotations
@@ -27,7 +37,7 @@ import pyarrow.fs as pafs
 
 from ...errors import MlrayError
 from ...labels import NUM_CLASSES, SourceLabels, image_id_from_name, imagenet_vocabulary
-from ..roots import Root, hidden, is_image_name, list_files, root_type
+from ..roots import Root, hidden, is_image_name, list_entries, root_type
 from ..shards import ImageIds, ImagePlan, Skips
 from ._common import FileLayout
 
@@ -49,29 +59,44 @@ class _FolderLayout(FileLayout):
             raise MlrayError(f"{root.show()}: no such folder")
         if kind != pafs.FileType.Directory:
             raise MlrayError(f"{root.show()}: is a file; layout {self.name} expects a folder of images")
-        skips = Skips()
+        skips, flagged = Skips(), Skips()
         ids = ImageIds(root.show())
         entries: dict[str, str] = {}
+        problems: dict[str, str] = {}
         classes: dict[str, int] = {}
         cache: dict[str, int] = {}
-        for rel, inner in list_files(root):
-            parts = rel.split("/")
-            if hidden(rel) or not is_image_name(parts[-1]):
-                skips.add(rel)
+        for entry in list_entries(root):
+            parts = entry.rel.split("/")
+            if hidden(entry.rel) or not is_image_name(parts[-1]):
+                skips.add(entry.rel)
                 continue
-            cls = self.image_class(root, inner, parts, cache)
+            cls = self.image_class(root, entry.inner, parts, cache)
             image_id = image_id_from_name(parts[-1])
-            ids.add(image_id, root.show(inner))
-            entries[image_id] = inner
+            ids.add(image_id, root.show(entry.inner))
+            entries[image_id] = entry.inner
+            if entry.problem is not None:
+                problems[image_id] = entry.problem
+                flagged.add(entry.problem)
             if cls is not None:
                 classes[image_id] = cls
-        sorted_ids, shards = self.chunk(entries, shard_size, root.uri)
+        sorted_ids, shards = self.chunk(entries, shard_size, root.uri, problems)
         labels = None
         if self.carries_labels:
             labels = SourceLabels(
                 root.show(), f"layout:{self.name}", sorted_ids, original=[classes[i] for i in sorted_ids]
             )
-        return ImagePlan(root.show(), self.name, shard_size, shards, sorted_ids, labels, skips.n, skips.examples)
+        return ImagePlan(
+            root.show(),
+            self.name,
+            shard_size,
+            shards,
+            sorted_ids,
+            labels,
+            skips.n,
+            skips.examples,
+            n_flagged=flagged.n,
+            flagged_examples=flagged.examples,
+        )
 
 
 class FlatLayout(_FolderLayout):
