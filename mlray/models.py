@@ -205,12 +205,12 @@ def _size3(value: Any, what: str) -> tuple[int, int, int]:
         and len(value) == 3
         and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)
     ):
-        size = tuple(int(v) for v in value)
+        size = (int(value[0]), int(value[1]), int(value[2]))
     else:
         raise MlrayError(f"{what} must be an int or [3, H, W], got {value!r}")
     if size[0] != 3 or size[1] <= 0 or size[2] <= 0:
         raise MlrayError(f"{what} must be an int or [3, H, W] with positive H, W, got {value!r}")
-    return size  # type: ignore[return-value]
+    return size
 
 
 def _triple(value: Any, what: str, positive: bool = False) -> tuple[float, float, float]:
@@ -220,7 +220,7 @@ def _triple(value: Any, what: str, positive: bool = False) -> tuple[float, float
         raise MlrayError(f"{what} must be 3 numbers, got {value!r}") from None
     if len(out) != 3 or not all(math.isfinite(v) for v in out) or (positive and min(out) <= 0):
         raise MlrayError(f"{what} must be 3 {'positive ' if positive else ''}numbers, got {value!r}")
-    return out  # type: ignore[return-value]
+    return (out[0], out[1], out[2])
 
 
 @dataclass(frozen=True)
@@ -362,7 +362,7 @@ def _pretrained_cfg(name: str) -> dict[str, Any]:
     try:
         with torch.device("meta"):
             model = timm.create_model(name, pretrained=False)
-        cfg = dict(model.pretrained_cfg or {})
+        cfg: dict[str, Any] = dict(getattr(model, "pretrained_cfg", None) or {})
     except Exception:  # a model that cannot be built on meta: read the registry
         entry = get_pretrained_cfg(name)
         cfg = entry.to_dict() if entry is not None else {}
@@ -389,13 +389,14 @@ def resolve_preprocessing(spec: ModelSpec | str) -> Preprocessing:
         raise MlrayError(
             f"model {spec.name!r}: expects input size {input_size}, only 3-channel RGB models are supported"
         )
+    mean, std = cfg["mean"], cfg["std"]
     return Preprocessing(
-        input_size=input_size,  # type: ignore[arg-type]
+        input_size=(int(input_size[0]), int(input_size[1]), int(input_size[2])),
         crop_pct=cfg["crop_pct"],
         crop_mode=cfg["crop_mode"],
         interpolation=cfg["interpolation"],
-        mean=tuple(cfg["mean"]),  # type: ignore[arg-type]
-        std=tuple(cfg["std"]),  # type: ignore[arg-type]
+        mean=(float(mean[0]), float(mean[1]), float(mean[2])),
+        std=(float(std[0]), float(std[1]), float(std[2])),
     )
 
 
