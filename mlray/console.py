@@ -11,8 +11,8 @@
   terminal it is a rich live display, and whatever Ray's C++ core writes to the process's stderr meanwhile is
   printed above it instead of through it; elsewhere it prints a line per task every ``interval`` seconds.
 - The summary printers (:func:`print_stats`, :func:`print_scores`, :func:`print_inference`,
-  :func:`print_demo_summary`, :func:`print_published_gaps`): one formatting of each report for every command and
-  job.
+  :func:`print_demo_summary`, :func:`print_published_gaps`, :func:`print_demo_story`): one formatting of each
+  report for every command and job.
 
 Only presentation lives here: every number printed is read from a result or report the library produced.
 """
@@ -35,9 +35,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from .errors import MlrayError
+from .scoring.params import MIN_GAP_FOR_SHARE
 
 NON_TERMINAL_WIDTH = 1000  # columns when stdout is not a terminal: long lines and tables are never folded
-MIN_GAP_FOR_SHARE = 0.01  # the share of a gap explained by the label-count mix is shown for gaps >= 1 point
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
@@ -627,3 +627,64 @@ def print_demo_summary(summary: Any, out: Console | None = None) -> None:
             r["model"], *(pts(r[f"{m}_{p}"]) for m in ("top1", "vtopk_all") for p in ("gap", "composition", "within"))
         )
     out.print(gaps)
+
+
+def _story_rows(effect: Any, quantity: str) -> Any:
+    """The rows of one ``quantity`` of a ``composition_effect`` report, keyed by group."""
+    return effect[effect["quantity"] == quantity].set_index("group")
+
+
+def _with_interval(row: Any) -> str:
+    """``"75.1 % [74.7, 75.5]"``: a report row's value and its interval, in percent."""
+    return f"{pct(row['value'], 1)} [{pct(row['ci_low'], 1)[:-2]}, {pct(row['ci_high'], 1)[:-2]}]"
+
+
+def story_lines(effect: Any) -> list[str]:
+    """The story's verdict, from a ``composition_effect`` report (:func:`mlray.reports.composition_frame`): the
+    model's value on A and standardized to B's label-count mix (with the range over the other subgroup cut-offs),
+    the drop that mix alone predicts, and the mean published gap A -> B of each collection."""
+    first = effect.iloc[0]
+    a, b, model, metric = first["dataset_a"], first["dataset_b"], first["model"], first["metric"]
+    va = _story_rows(effect, "value_a").loc["all"]
+    std = _story_rows(effect, "a_standardized_to_b").loc["all"]
+    comp = _story_rows(effect, "composition").loc["all"]
+    cuts = _story_rows(effect, "a_standardized_to_b_cut")
+    spread = ""
+    if len(cuts):
+        lo, hi = pct(float(cuts["value"].min()), 1), pct(float(cuts["value"].max()), 1)
+        spread = f" ({lo[:-2]}-{hi} with the groups cut at {cuts.index[0]} to {cuts.index[-1]})"
+    lines = [
+        f"{model} {metric} on {a}: {_with_interval(va)} -> {_with_interval(std)} under {b}'s label-count mix{spread}",
+        f"= a {100 * comp['value']:.1f}-point drop [{100 * comp['ci_low']:.1f}, {100 * comp['ci_high']:.1f}] from "
+        "the label-count mix alone ([..] = bootstrap intervals)",
+    ]
+    for r in effect[effect["quantity"] == "published_gap_mean"].itertuples():
+        median = effect[(effect["quantity"] == "published_gap_median") & (effect["model"] == r.model)]["value"]
+        tail = f" (median {100 * float(median.iloc[0]):.2f})" if len(median) else ""
+        lines.append(
+            f"published: the {a} -> {b} {metric} gap is {100 * r.value:.2f} points on average over {r.n:,} "
+            f"{r.model} models{tail}"
+        )
+    return lines
+
+
+def print_demo_story(effect: Any, out: Console | None = None) -> None:
+    """The demo's opening story from its ``composition_effect`` report: one table (per number of valid labels:
+    the share of A's and of B's images and the model's value on A with its interval; then the image counts and
+    the overall value) and the verdict lines of :func:`story_lines`."""
+    out = out or console
+    first = effect.iloc[0]
+    a, b, model, metric = first["dataset_a"], first["dataset_b"], first["model"], first["metric"]
+    share_a, share_b = _story_rows(effect, "share_a"), _story_rows(effect, "share_b")
+    value = _story_rows(effect, "value_a")
+    table = Table(title=f"{a} -> {b}: how much of the {metric} drop is the label-count mix?", title_justify="left")
+    for col in ("valid labels", f"share of {a}", f"share of {b}", f"{model} {metric} on {a}"):
+        table.add_column(col, justify="left" if col == "valid labels" else "right")
+    for group in share_a.index:
+        table.add_row(group, pct(share_a.loc[group, "value"], 1), pct(share_b.loc[group, "value"], 1),
+                      _with_interval(value.loc[group]))  # fmt: skip
+    images = (f"{int(share_a['n'].sum()):,} images", f"{int(share_b['n'].sum()):,} images")
+    table.add_row("all", *images, _with_interval(value.loc["all"]))
+    out.print(table)
+    for line in story_lines(effect):
+        out.print(line, highlight=False, soft_wrap=True)

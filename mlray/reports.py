@@ -17,13 +17,15 @@ Every report is written atomically (temporary name, then rename), so a reader ne
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -34,6 +36,7 @@ from .config import RunConfig
 from .datasets import load_dataset_labels
 from .io import write_parquet_atomic
 from .scoring.frames import SCORE_SCHEMAS
+from .scoring.params import MIN_GAP_FOR_SHARE
 from .stats import STATS_SCHEMAS, DatasetSummary, compare, summarize
 
 STATS_REPORTS = (
@@ -364,7 +367,6 @@ def score_report(
 # --------------------------------------------------------------------------------------------------------------
 # dataset_gaps: the mean gap A -> B over the models, per pair of datasets and metric
 
-MIN_GAP_FOR_SHARE = 0.01  # composition / gap is reported only for gaps of at least 1 point (unstable near 0)
 DATASET_GAPS_COLUMNS = ["dataset_a", "dataset_b", "metric", "n_models", "mean_gap", "n_decomposed",
                         "mean_decomposed_gap", "mean_composition", "mean_within", "share_explained"]  # fmt: skip
 DATASET_GAPS_SCHEMA = pa.schema(
@@ -421,3 +423,225 @@ def dataset_gaps_frame(
             rows.append((a, b, metric, len(both), mean_gap, 0 if dec is None else len(dec), gap, comp, within, share))
     frame = pd.DataFrame.from_records(rows, columns=DATASET_GAPS_COLUMNS)
     return frame.astype({c: "int64" if c.startswith("n_") else "float64" for c in DATASET_GAPS_COLUMNS[3:]})
+
+
+# --------------------------------------------------------------------------------------------------------------
+# composition_effect: one model's accuracy on A reweighted to B's label-count mix, next to the published gap
+
+COMPOSITION_REPORT = "composition_effect"
+ALL_GROUPS = "all"  # the group label of the rows taken over every subgroup
+COMPOSITION_QUANTITIES = ("share_a", "share_b", "value_a", "a_standardized_to_b", "composition",
+                          "a_standardized_to_b_cut", "published_gap_mean", "published_gap_median")  # fmt: skip
+COMPOSITION_SCHEMA = pa.schema(
+    [(c, pa.string()) for c in ("dataset_a", "dataset_b", "model", "metric", "quantity", "group")]
+    + [(c, pa.float64()) for c in ("value", "ci_low", "ci_high")]
+    + [("n", pa.int64())]
+)
+COMPOSITION_COLUMNS = COMPOSITION_SCHEMA.names
+
+
+def _group_counts_b(labels_b, metric: str, params) -> tuple[np.ndarray, np.ndarray]:
+    """B's images per subgroup that ``metric`` is taken on (labelled; with an original label for top1/top5), as
+    ``decompose`` weighs B when B has labels only: (counts (G,), resampled counts (n_boot, G) from B's own
+    bootstrap resamples, seeded as every resample of B is)."""
+    from .scoring import prepare_dataset
+    from .scoring.registry import spec
+
+    ctx = prepare_dataset(labels_b, params)
+    taken = ctx.labelled & (ctx.orig_ok if spec(metric).denominator == "original" else True)
+    weight = taken[ctx.order].astype(np.float32)
+    groups = range(1, ctx.max_group + 1)
+    counts = np.array([weight[ctx.bounds[g] : ctx.bounds[g + 1]].sum() for g in groups], np.float64)
+    resampled = np.zeros((params.n_boot, ctx.max_group), np.float64)
+    for b0, C in ctx.resample_chunks(params.n_boot, params.seed) if params.n_boot else ():
+        for i, g in enumerate(groups):
+            lo, hi = ctx.bounds[g], ctx.bounds[g + 1]
+            resampled[b0 : b0 + len(C), i] = C[:, lo:hi] @ weight[lo:hi]
+    return counts, resampled
+
+
+def _weighted(w: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Σ_g w(g) m(g) over the last axis, a term with weight 0 being 0 even where m(g) is undefined (as in the
+    decomposition)."""
+    with np.errstate(invalid="ignore"):
+        return np.where(w != 0, w * m, 0.0).sum(axis=-1)
+
+
+def composition_frame(
+    score,
+    labels_b,
+    dataset_a: str,
+    dataset_b: str,
+    model: str,
+    params=None,
+    metric: str = "top1",
+    published: pd.DataFrame | None = None,
+    cuts: Iterable = (),
+) -> pd.DataFrame:
+    """The ``composition_effect`` report (columns :data:`COMPOSITION_COLUMNS`, values fractions): how much of a
+    drop from dataset A to dataset B one model's subgroup accuracies on A predict from B's label-count mix alone.
+
+    ``score``: the model's :class:`~mlray.scoring.ModelScore` on A (with its bootstrap resamples); ``labels_b``:
+    B's :class:`~mlray.labels.LabelArrays` (no predictions on B are needed). Rows (``quantity``, ``group``; group
+    g = images with g valid labels, the last group ``"{max_group}+"``, ``"all"`` = every group):
+
+    ==========================  =======================================================================
+    ``share_a`` / ``share_b``    per group: w_A(g), w_B(g), the share of A's / B's images the metric is
+                                 taken on (labelled; with an original label for top1) in group g; ``n`` =
+                                 their count (A: those with a prediction) -- the weights of
+                                 :func:`mlray.scoring.decompose`
+    ``value_a``                  per group: m_A(g), the model's value on A's group g (= ``subgroup_metrics``,
+                                 with its interval); ``all``: Σ_g w_A m_A (= ``gap_decomposition.value_a``)
+    ``a_standardized_to_b``      ``all``: Σ_g w_B m_A, A's accuracy under B's label-count mix
+                                 (= ``gap_decomposition.a_standardized_to_b``)
+    ``composition``              ``all``: value_a - a_standardized_to_b, the drop the mix alone predicts
+    ``a_standardized_to_b_cut``  a_standardized_to_b with the subgroups cut at another ``max_group`` (``group``
+                                 = the label of the merged top group, ``"3+"``, ...): one row per entry of
+                                 ``cuts`` (scores of the model at those cut-offs), no interval
+    ``published_gap_mean`` /     ``all``: the mean / median published gap value(A) - value(B) across models
+    ``published_gap_median``     (``published``: :func:`mlray.external.gap_summary`; ``model`` = its
+                                 collection, ``n`` = models), when ``published`` has a row for (metric, A, B)
+    ==========================  =======================================================================
+
+    Intervals (``ci_low``, ``ci_high``; NaN for the shares and the published rows): percentile bootstrap. The
+    "all" rows resample A's images (the resamples behind every interval of ``score``) and B's images (B's own
+    resamples, which move w_B) independently, as the decomposition's intervals do; ``composition``'s interval
+    comes from the same resample pairs. A resample where a weighed group is empty is dropped.
+    """
+    from .scoring import MetricParams, decompose, percentile_ci
+    from .scoring.registry import spec
+    from .scoring.results import ROW, eligible_row, ratio
+
+    params = params or MetricParams()
+    point = decompose(score, labels_b, metric, params)
+    den_a = score.den[1:, ROW[metric]].astype(np.float64)
+    den_b, boot_b = _group_counts_b(labels_b, metric, params)
+    w_a, w_b = ratio(den_a, den_a.sum()), ratio(den_b, den_b.sum())
+    rows: list[tuple] = []
+
+    def add(quantity: str, group: str, value: float, n: float, lo: float = math.nan, hi: float = math.nan,
+            who: str = model) -> None:  # fmt: skip
+        rows.append((dataset_a, dataset_b, who, metric, quantity, group, float(value), float(lo), float(hi), int(n)))
+
+    for gi, label in enumerate(score.group_labels):
+        add("share_a", label, w_a[gi], den_a[gi])
+    for gi, label in enumerate(score.group_labels):
+        add("share_b", label, w_b[gi], den_b[gi])
+    for label in score.group_labels:
+        mv = score.subgroups[(metric, label)]
+        add("value_a", label, mv.value, mv.n, mv.ci_low, mv.ci_high)
+
+    intervals = {k: (math.nan, math.nan) for k in ("value_a", "a_standardized_to_b", "composition")}
+    if score.boot is not None and len(boot_b):
+        S = score.boot.astype(np.float64)
+        num, den = S[:, 1:, ROW[metric]], S[:, 1:, eligible_row(spec(metric))]
+        nb = min(len(S), len(boot_b))
+        m = ratio(num[:nb], den[:nb])
+        point_m = np.array([score.subgroups[(metric, label)].value for label in score.group_labels], np.float64)
+        m[:, np.isnan(point_m)] = np.nan  # a group unavailable at the point estimate stays unavailable
+        value_a = _weighted(ratio(den[:nb], den[:nb].sum(axis=1, keepdims=True)), m)
+        standardized = _weighted(ratio(boot_b[:nb], boot_b[:nb].sum(axis=1, keepdims=True)), m)
+        lo, hi = percentile_ci(np.stack([value_a, standardized, value_a - standardized], axis=1), params.ci)
+        intervals = {k: (float(a), float(b)) for k, a, b in zip(intervals, lo, hi)}
+    add("value_a", ALL_GROUPS, point["value_a"], den_a.sum(), *intervals["value_a"])
+    add("a_standardized_to_b", ALL_GROUPS, point["a_standardized_to_b"], den_b.sum(), *intervals["a_standardized_to_b"])
+    composition = point["value_a"] - point["a_standardized_to_b"]
+    add("composition", ALL_GROUPS, composition, den_a.sum(), *intervals["composition"])
+    for other in cuts:
+        cut = decompose(other, labels_b, metric, other.params)
+        add("a_standardized_to_b_cut", other.group_labels[-1], cut["a_standardized_to_b"], den_b.sum())
+
+    if published is not None and len(published):
+        sel = published[(published["metric"] == metric) & (published["base"] == dataset_a)
+                        & (published["other"] == dataset_b)]  # fmt: skip
+        for r in sel.itertuples():
+            add("published_gap_mean", ALL_GROUPS, r.mean, r.count, who=r.collection)
+            add("published_gap_median", ALL_GROUPS, r.median, r.count, who=r.collection)
+    return pd.DataFrame.from_records(rows, columns=COMPOSITION_COLUMNS)
+
+
+@dataclass
+class CompositionResult:
+    """What :func:`composition_report` wrote: every report frame by name and its path."""
+
+    frames: dict[str, pd.DataFrame]
+    paths: dict[str, Path] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """The ``composition_effect`` report."""
+        return self.frames[COMPOSITION_REPORT]
+
+
+def composition_report(
+    config: RunConfig,
+    predictions: pa.Table,
+    out_dir: str | os.PathLike,
+    model: str,
+    dataset_a: str,
+    dataset_b: str,
+    params=None,
+    published: Iterable[str | os.PathLike] = (),
+    metric: str = "top1",
+    cuts: Iterable[int] = (),
+    top_pairs: int = 100,
+    top_classes: int = 10,
+) -> CompositionResult:
+    """One model's predictions on dataset A against the label-count mix of dataset B, in this process (no Ray:
+    two label sets and one prediction vector take seconds), written to ``out_dir`` as the usual reports plus
+    ``composition_effect``, from the same functions :func:`stats_report` and :func:`score_report` run as tasks:
+
+    * :data:`STATS_REPORTS` of A and B (:func:`mlray.stats.summarize`, :func:`mlray.stats.compare`);
+    * :data:`SCORE_REPORTS` of ``model`` on A (``predictions``: a prediction table holding its rows, aligned by
+      :func:`mlray.store.align`) with the decomposition A -> B from B's labels (B needs no predictions);
+    * ``external_results`` and ``external_gap_summary`` of the ``published`` results files
+      (:func:`mlray.external.import_results`), when given;
+    * ``composition_effect`` (:func:`composition_frame`, with the published gap of A -> B and the standardized
+      value at each subgroup cut-off ``max_group`` in ``cuts``, scored without intervals).
+
+    ``config`` holds datasets A and B; ``params`` the metric settings (default :class:`MetricParams()`).
+    """
+    from .external import GAP_SUMMARY_FILE, import_results
+    from .scoring import MetricParams, prepare_dataset, score_models
+    from .store import align
+
+    params = params or MetricParams()
+    start = time.perf_counter()
+    out = Path(out_dir)
+    labels = {name: load_dataset_labels(config, config.dataset(name)) for name in (dataset_a, dataset_b)}
+    arrays = {name: labels[name].arrays() for name in labels}
+    summaries = [
+        summarize(name, arrays[name], top_pairs, labels[name].skipped_unknown, labels[name].merged_duplicates)
+        for name in labels
+    ]
+    frames = stats_frames(summaries, [compare(summaries[0], summaries[1], top_classes)])
+    aligned = align(predictions, arrays[dataset_a], dataset_a, model)
+    ctx = prepare_dataset(arrays[dataset_a], params)
+    score = score_models(arrays[dataset_a], [aligned.topk], params, context=ctx)[0]
+    frames.update(model_frames(dataset_a, model, score))
+    frames["gap_decomposition"] = pair_frame(model, dataset_a, dataset_b, score, arrays[dataset_b], params)
+    frames["dataset_gaps"] = dataset_gaps_frame(
+        frames["model_metrics"], frames["gap_decomposition"], [dataset_a, dataset_b]
+    )
+    paths = {name: write_report(frames[name], out, name) for name in (*STATS_REPORTS, *SCORE_REPORTS)}
+    gaps = None
+    sources = list(published)
+    if sources:
+        _, gaps, results_path = import_results(sources, out)
+        paths["external_results"] = results_path
+        paths["external_gap_summary"] = results_path.parent / GAP_SUMMARY_FILE
+        frames["external_gap_summary"] = gaps
+    others = [
+        score_models(arrays[dataset_a], [aligned.topk], replace(params, max_group=int(g), n_boot=0))[0] for g in cuts
+    ]
+    effect = composition_frame(score, arrays[dataset_b], dataset_a, dataset_b, model, params, metric, gaps, others)
+    frames[COMPOSITION_REPORT] = effect
+    paths[COMPOSITION_REPORT] = write_composition(effect, out)
+    return CompositionResult(frames, paths, time.perf_counter() - start)
+
+
+def write_composition(frame: pd.DataFrame, out_dir: str | os.PathLike) -> Path:
+    """Write ``out_dir/composition_effect.parquet`` atomically, typed by :data:`COMPOSITION_SCHEMA`."""
+    table = pa.Table.from_pandas(frame[COMPOSITION_COLUMNS], schema=COMPOSITION_SCHEMA, preserve_index=False)
+    return write_parquet_atomic(table, Path(out_dir) / f"{COMPOSITION_REPORT}.parquet")

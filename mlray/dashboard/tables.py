@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ..reports import MIN_GAP_FOR_SHARE
+from ..scoring.params import MIN_GAP_FOR_SHARE
 from .load import Reports
 from .style import METRIC_LABELS, PUBLISHED_TABLE_DATASETS, TABLE_GAP_METRICS, TABLE_METRICS, esc, fmt_num, num
 
@@ -251,3 +251,62 @@ def table_published(r: Reports) -> str | None:
         rows.append(cells)
     return _table("table-published", cols, rows, "Published top-1 per model; filter by name, click a header to sort.",
                   filter_box=True)  # fmt: skip
+
+
+def table_composition(r: Reports) -> str | None:
+    """The story table of the ``composition_effect`` report: per number of valid labels the share of A's and B's
+    images (counts in the tooltips) and the model's accuracy on A (its interval in the tooltip); then the overall
+    row (image counts and the accuracy on A), and under the table the verdict (:func:`composition_summary`)."""
+    ce = r.get("composition_effect")
+    if ce is None:
+        return None
+    first = ce.iloc[0]
+    a, b, model, metric = first["dataset_a"], first["dataset_b"], first["model"], first["metric"]
+    by = {q: ce[ce["quantity"] == q].set_index("group") for q in ("share_a", "share_b", "value_a")}
+    std = ce[(ce["quantity"] == "a_standardized_to_b") & (ce["group"] == "all")]
+    cols = [Column("valid labels"), Column(f"share of {a} (%)", "pct", "image counts in the tooltips"),
+            Column(f"share of {b} (%)", "pct", "image counts in the tooltips"),
+            Column(f"{model} {metric} on {a} (%)", "pct", "95 % bootstrap intervals in the tooltips")]  # fmt: skip
+
+    def value_cell(row: pd.Series) -> str:
+        tip = f"95 % CI {100 * row['ci_low']:.2f} – {100 * row['ci_high']:.2f} %" if num(row["ci_low"]) else ""
+        return _cell(row["value"], "pct", tip)
+
+    def share_cell(q: str, g: str) -> str:
+        return _cell(by[q].at[g, "value"], "pct", f"{int(by[q].at[g, 'n']):,} images")
+
+    rows = []
+    for g in by["share_a"].index:
+        rows.append([_cell(g, "text"), share_cell("share_a", g), share_cell("share_b", g),
+                     value_cell(by["value_a"].loc[g])])  # fmt: skip
+    if "all" in by["value_a"].index:
+        n_a, n_b = by["value_a"].at["all", "n"], std["n"].iloc[0] if len(std) else None
+        rows.append([_cell("all", "text"), _cell(n_a, "int", text=f"{int(n_a):,} images"),
+                     _cell(n_b, "int", text=f"{int(n_b):,} images" if n_b is not None else "n/a"),
+                     value_cell(by["value_a"].loc["all"])])  # fmt: skip
+    summary = composition_summary(ce)
+    return _table("table-composition", cols, rows) + (f'<p class="note">{summary}</p>' if summary else "")
+
+
+def composition_summary(ce: pd.DataFrame) -> str:
+    """The verdict under the story table (HTML): the model's accuracy on A -> standardized to B's mix, the drop
+    the mix alone predicts and the mean published gap, each read from the report's ``all`` rows; "" when the
+    report lacks the first two."""
+    pick = {q: ce[(ce["quantity"] == q) & (ce["group"] == "all")] for q in
+            ("value_a", "a_standardized_to_b", "composition", "published_gap_mean")}  # fmt: skip
+    if pick["value_a"].empty or pick["a_standardized_to_b"].empty:
+        return ""
+    first = pick["value_a"].iloc[0]
+    a, b, model, metric = first["dataset_a"], first["dataset_b"], first["model"], first["metric"]
+
+    def interval(frame: pd.DataFrame, unit: str) -> str:
+        row = frame.iloc[0]
+        return f"<b>{100 * row['value']:.1f}{unit}</b> [{100 * row['ci_low']:.1f}, {100 * row['ci_high']:.1f}]"
+
+    text = (f"{esc(model)} {esc(metric)}: {interval(pick['value_a'], ' %')} on {esc(a)} → "
+            f"{interval(pick['a_standardized_to_b'], ' %')} under {esc(b)}'s label-count mix")  # fmt: skip
+    if len(pick["composition"]):
+        text += f": a drop of {interval(pick['composition'], '')} points from the mix alone"
+    for p in pick["published_gap_mean"].itertuples():
+        text += f"; published mean gap <b>{100 * p.value:.2f}</b> points over {int(p.n):,} {esc(p.model)} models"
+    return text + " ([…] = 95 % bootstrap intervals)."

@@ -14,6 +14,9 @@ import numpy as np
 from ..errors import MlrayError
 
 
+MIN_GAP_FOR_SHARE = 0.01  # the share of a gap the label-count mix explains is reported for gaps of >= 1 point only
+
+
 @dataclass(frozen=True)
 class MetricParams:
     """The choices behind every metric value (written next to each result).
