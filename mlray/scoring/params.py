@@ -13,7 +13,6 @@ import numpy as np
 
 from ..errors import MlrayError
 
-
 MIN_GAP_FOR_SHARE = 0.01  # the share of a gap the label-count mix explains is reported for gaps of >= 1 point only
 
 
