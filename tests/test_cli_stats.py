@@ -149,3 +149,12 @@ def test_bad_label_file_is_one_line_exit_2(tmp_path):
 def test_help_lists_the_commands(tmp_path):
     proc = run_cli(["--help"], tmp_path)
     assert proc.returncode == 0 and "stats" in proc.stdout
+
+
+def test_version_and_usage_errors():
+    from mlray import __version__
+    from mlray.cli import main
+
+    proc = subprocess.run([sys.executable, "-m", "mlray.cli", "--version"], capture_output=True, text=True)
+    assert (proc.returncode, proc.stdout) == (0, f"mlray {__version__}\n")
+    assert main(["stats", "--no-such-flag"]) == 2
