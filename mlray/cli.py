@@ -17,6 +17,7 @@ import typer
 
 from . import __version__
 from .console import (
+    EXIT_INTERRUPTED,
     InferenceProgress,
     console,
     pct,
@@ -409,6 +410,8 @@ def _invoke(argv: list[str]) -> None:
             raise
         exc.show()  # a usage error (click's ClickException, vendored by typer): its own message, exit status 2
         raise SystemExit(exc.exit_code) from None
+    if code == EXIT_INTERRUPTED:  # typer turns Ctrl-C into an exit status of 130
+        raise KeyboardInterrupt
     if isinstance(code, int) and code:
         raise SystemExit(code)
 

@@ -120,10 +120,8 @@ def resumable(store: str | os.PathLike, command: str = "the same command") -> It
     global _hint
     previous = _hint
     _hint = _InterruptHint(Path(store), command)
-    try:
-        yield
-    finally:
-        _hint = previous
+    yield  # on an exception the hint stays set: the top-level handler reports the interrupt after unwinding
+    _hint = previous
 
 
 def count_stored_parts(store: Path) -> int:
