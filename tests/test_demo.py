@@ -1,5 +1,6 @@
 """`mlray demo` end to end (reduced image count, all three real pretrained models) on the session's Ray cluster:
-the built sets, the Parquet reports and their key figures, the printed summary, and a resumed re-run."""
+the story's reports and page section, the built sets, the Parquet reports and their key figures, the printed
+summary, and a resumed re-run. The story's figures: tests/test_story.py."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import pandas as pd
 import pytest
 
 from mlray.cli import main
-from mlray.demo import DEMO_OBJECTS, MODELS, MULTI, SINGLE, multi_grids, run_demo, summarize
-from mlray.reports import SCORE_REPORTS, STATS_REPORTS
+from mlray.demo import DEMO_OBJECTS, MODELS, MULTI, SINGLE, multi_grids, read_story, run_demo, summarize
+from mlray.reports import COMPOSITION_REPORT, SCORE_REPORTS, STATS_REPORTS
 
 
 def expected_label_sets(small: bool) -> dict[str, list[set[int]]]:
@@ -44,6 +45,11 @@ def test_demo_config_carries_its_metric_settings(tmp_path):
     build = build_demo(tmp_path / "demo", small=True)
     again = load_config(build.config_path).scoring.params()
     assert again == build.params == MetricParams(max_group=2, min_group_size=1, n_boot=1000, seed=0, ci=0.95)
+    # the story is scored with the defaults (its datasets are large): groups 1 .. 5+, written before any Ray work
+    assert build.story is not None
+    assert load_config(tmp_path / "demo" / "story" / "story.yaml").scoring.params() == MetricParams()
+    effect = read_story(tmp_path / "demo" / "reports")
+    assert effect[effect.quantity == "share_a"]["group"].tolist() == ["1", "2", "3", "4", "5+"]
 
 
 @pytest.mark.ray
@@ -59,9 +65,14 @@ def test_demo_end_to_end_small(ray_cluster, tmp_path, capsys):
     assert "Demo (%)" in text and "Gap S -> M (points)" in text
 
     reports = out / "reports"
-    for name in (*STATS_REPORTS, *SCORE_REPORTS):
+    for name in (*STATS_REPORTS, *SCORE_REPORTS, COMPOSITION_REPORT):
         assert (reports / f"{name}.parquet").is_file(), name
     assert (reports / "dashboard.html").is_file()
+    # the story opens the page: read from composition_effect (its figures: tests/test_story.py)
+    page = (reports / "dashboard.html").read_text()
+    assert page.index('<section id="story">') < page.index('<section id="labels">')
+    for name in (*STATS_REPORTS, *SCORE_REPORTS, "external_gap_summary", COMPOSITION_REPORT):
+        assert (out / "story" / "reports" / f"{name}.parquet").is_file(), name
 
     # the built sets: exactly the label sets DEMO_OBJECTS and multi_grids() imply
     expected = expected_label_sets(small=True)

@@ -20,6 +20,8 @@ report                    charts and tables it feeds
                           card with the share of the top-1 gap the label-count mix explains
 ``external_results``      published results (timm, imagenet-testbed): ImageNet val vs ImageNetV2 and ReaL
 ``external_gap_summary``  the published val -> ImageNetV2 top-1 gap across models: its card and table
+``composition_effect``    (the demo's story) one model's accuracy reweighted to another dataset's label-count
+                          mix, next to the published gap: the first section, its chart and table, when present
 ========================  ==================================================================================
 
 A is the first dataset in report order (the order of ``dataset_stats``, i.e. the run config's, then first

@@ -14,10 +14,12 @@ from .load import Reports, missing
 from .style import (
     COLLECTION_STYLE,
     COMPOSITION_COLOR,
+    DATASET_COLORS,
     FONT,
     GAP_METRICS,
     METRIC_LABELS,
     OTHER_COLLECTION_STYLE,
+    PUBLISHED_COLOR,
     PUBLISHED_PAIRS,
     SCATTER_METRICS,
     SUBGROUP_METRICS,
@@ -614,3 +616,81 @@ def _own_points(
     if not models:
         return None
     return [pct(va.at[m, "value"]) for m in models], [pct(vb.at[m, "value"]) for m in models], models
+
+
+def chart_composition(r: Reports, colors: dict[str, str]) -> Chart | None:
+    """Three panels from the ``composition_effect`` report: the label-count mix of datasets A and B, the model's
+    accuracy on A per number of valid labels (with intervals), and the drop A -> B that the mix alone predicts
+    next to the mean published gap. None when the report is absent (the section is left out)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    ce = r.get("composition_effect")
+    if ce is None:
+        return None
+    first = ce.iloc[0]
+    a, b, model, metric = str(first["dataset_a"]), str(first["dataset_b"]), str(first["model"]), str(first["metric"])
+    label = METRIC_LABELS.get(metric, metric)
+    title = f"{a} → {b}: the label-count mix alone"
+    share = {q: ce[ce["quantity"] == q].set_index("group") for q in ("share_a", "share_b", "value_a")}
+    groups = [g for g in share["share_a"].index if g != "all"]
+    fig = make_subplots(rows=1, cols=3, column_widths=[0.36, 0.36, 0.28], horizontal_spacing=0.09,
+                        subplot_titles=["images by number of valid labels", f"{esc(model)} on {esc(a)}",
+                                        "the drop A → B"])  # fmt: skip
+    fig.update_annotations(font={"size": 13})  # the subplot titles
+    for q, d, fallback in (("share_a", a, DATASET_COLORS[5]), ("share_b", b, DATASET_COLORS[4])):
+        rows = share[q]
+        fig.add_trace(
+            go.Bar(x=groups, y=[pct(rows.at[g, "value"]) for g in groups], name=esc(d),
+                   marker={"color": colors.get(d, fallback)}, customdata=[[int(rows.at[g, "n"])] for g in groups],
+                   hovertemplate=f"<b>{esc(d)}</b><br>%{{x}} valid label(s): %{{y:.2f}} %% of its images"
+                   "<br>%{customdata[0]:,} images<extra></extra>"),
+            row=1, col=1,
+        )  # fmt: skip
+    values = share["value_a"]
+    ys = [pct(values.at[g, "value"]) for g in groups]
+    fig.add_trace(
+        go.Bar(x=groups, y=ys, name=f"{esc(label)} (95 % CI)", marker={"color": "#374151"},
+               error_y=_error_bars(values, groups, ys), customdata=[[int(values.at[g, "n"])] for g in groups],
+               hovertemplate=f"<b>{esc(model)}</b> on {esc(a)}<br>%{{x}} valid label(s): %{{y:.2f}} %"
+               "<br>%{customdata[0]:,} images<extra></extra>"),
+        row=1, col=2,
+    )  # fmt: skip
+    overall = {q: ce[(ce["quantity"] == q) & (ce["group"] == "all")] for q in ("value_a", "a_standardized_to_b")}
+    for q, text, dash in (("value_a", f"{a} mix", "dot"), ("a_standardized_to_b", f"{b} mix", "dash")):
+        if len(overall[q]):
+            v = pct(overall[q]["value"].iloc[0])
+            fig.add_hline(y=v, line={"dash": dash, "color": "#6b7280", "width": 1.5}, row=1, col=2,
+                          annotation_text=f"all, {esc(text)}: {v:.1f} %", annotation_position="top right",
+                          annotation_font={"size": 11})  # fmt: skip
+    comp = ce[(ce["quantity"] == "composition") & (ce["group"] == "all")].set_index("model")
+    published = ce[ce["quantity"] == "published_gap_mean"]
+    names = [f"mix alone ({esc(m)})" for m in comp.index] + [f"published mean ({esc(p)})" for p in published["model"]]
+    heights = [pct(v) for v in comp["value"]] + [pct(v) for v in published["value"]]
+    custom = [[f"reweighting to {esc(b)}'s mix ({int(n):,} images of {esc(a)})"] for n in comp["n"]]
+    custom += [[f"mean over {int(n):,} models"] for n in published["n"]]
+    err = _error_bars(comp.set_axis(names[: len(comp)]), names[: len(comp)], heights[: len(comp)])
+    err["array"] += [0.0] * len(published)
+    err["arrayminus"] += [0.0] * len(published)
+    tints = [COMPOSITION_COLOR] * len(comp) + [PUBLISHED_COLOR] * len(published)
+    fig.add_trace(
+        go.Bar(x=names, y=heights, marker={"color": tints}, showlegend=False, error_y=err, customdata=custom,
+               hovertemplate="<b>%{x}</b>: %{y:.2f} pts<br>%{customdata[0]}<extra></extra>"),
+        row=1, col=3,
+    )  # fmt: skip
+    fig.update_xaxes(title={"text": "valid labels per image"}, type="category", row=1, col=1)
+    fig.update_xaxes(title={"text": "valid labels per image"}, type="category", row=1, col=2)
+    fig.update_yaxes(title={"text": "share of images (%)"}, ticksuffix=" %", rangemode="tozero", row=1, col=1)
+    fig.update_yaxes(title={"text": f"{esc(label)} (%)"}, ticksuffix=" %", range=[0, 100], row=1, col=2)
+    fig.update_yaxes(title={"text": "points"}, rangemode="tozero", row=1, col=3)
+    fig.update_layout(_panels_layout(height=460, bottom=90, barmode="group", bargap=0.2))
+    return Chart(
+        "composition",
+        title,
+        _figure_json(fig),
+        f"Left: the share of each dataset's images (labelled, with an original label) that have k valid labels. "
+        f"Middle: {esc(model)}'s {esc(label)} on {esc(a)} within each group, and overall under {esc(a)}'s own mix "
+        f"(dotted) and reweighted to {esc(b)}'s mix (dashed). Right: the drop that reweighting alone predicts "
+        f"(with its bootstrap interval) next to the mean published {esc(a)} → {esc(b)} gap across models "
+        "(report <code>composition_effect</code>).",
+    )

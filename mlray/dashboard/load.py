@@ -46,6 +46,18 @@ REPORT_COLUMNS: dict[str, tuple[str, ...]] = {
     ),  # fmt: skip
     "external_results": ("model", "img_size", "dataset", "metric", "value", "source", "collection"),
     "external_gap_summary": ("collection", "count", "mean", "median", "std", "min", "p10", "p90", "max"),
+    "composition_effect": (
+        "dataset_a",
+        "dataset_b",
+        "model",
+        "metric",
+        "quantity",
+        "group",
+        "value",
+        "ci_low",
+        "ci_high",
+        "n",
+    ),
 }
 
 

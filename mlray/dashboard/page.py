@@ -1,6 +1,7 @@
-"""The dashboard page: the header (source, datasets, headline cards), the four sections of charts and tables, and
-the self-contained HTML file built from the templates in ``mlray/dashboard/assets`` (plotly.js, the stylesheet,
-the script and the data all inlined, so it opens offline)."""
+"""The dashboard page: the header (source, datasets, headline cards), the story section when the folder holds a
+``composition_effect`` report (the demo's), the four sections of charts and tables, and the self-contained HTML
+file built from the templates in ``mlray/dashboard/assets`` (plotly.js, the stylesheet, the script and the data
+all inlined, so it opens offline)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 from ..errors import MlrayError
 from .charts import (
     Chart,
+    chart_composition,
     chart_gap,
     chart_label_hist,
     chart_multi_share,
@@ -24,7 +26,15 @@ from .charts import (
 )
 from .load import Reports, load_reports, missing
 from .style import COMPOSITION_COLOR, PUBLISHED_COLOR, dataset_colors, esc, fmt_pct, num
-from .tables import table_comparison, table_datasets, table_gaps, table_models, table_published, table_published_summary
+from .tables import (
+    table_comparison,
+    table_composition,
+    table_datasets,
+    table_gaps,
+    table_models,
+    table_published,
+    table_published_summary,
+)
 
 DASHBOARD_FILE = "dashboard.html"
 
@@ -179,7 +189,17 @@ def page_content(r: Reports) -> tuple[list[Chart], str, dict[str, Any]]:
          _wrap_table("Published top-1 by model", table_published(r))],
     )  # fmt: skip
 
-    charts = [hist, share, *scatters, sub, *gaps, pub]
+    story = chart_composition(r, colors)
+    story_section = ""
+    if story is not None:  # only folders holding a composition_effect report (the demo's) have this section
+        story_section = _section(
+            "story", "The label-count mix alone",
+            "One model's accuracy on one dataset, reweighted to another dataset's mix of images with 1, 2, 3 … "
+            "valid labels, next to the published gap between the two (the report <code>composition_effect</code>).",
+            [_chart_html(story), _wrap_table("How much of the drop is the mix", table_composition(r))],
+        )  # fmt: skip
+
+    charts = [*([story] if story is not None else []), hist, share, *scatters, sub, *gaps, pub]
     chips = "".join(f'<span class="chip" style="--accent:{colors[d]}">{esc(d)}</span>' for d in r.datasets)
     found = ", ".join(f"<code>{esc(p.name)}</code>" for p in r.files.values())
     built = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -198,10 +218,11 @@ multi-label images, and published results for context.</p>
 <div><dt>reports</dt><dd>{found}</dd></div>
 </dl>
 {_cards(r, colors)}
-<nav><a href="#labels">Label statistics</a><a href="#models">Models across datasets</a>
+<nav>{'<a href="#story">The label-count mix alone</a>' if story_section else ""}<a href="#labels">Label statistics</a>
+<a href="#models">Models across datasets</a>
 <a href="#gap">Where the gap comes from</a><a href="#published">Published results</a></nav>
 </header>"""
-    body = "\n".join([header, labels_section, models_section, gap_section, pub_section])
+    body = "\n".join(p for p in [header, story_section, labels_section, models_section, gap_section, pub_section] if p)
     data = {
         "meta": {
             "source": str(r.directory.resolve()),

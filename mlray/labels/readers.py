@@ -18,6 +18,17 @@ Formats (the ``format`` key of a label source in the run config):
                         ``;``-separated string), optional ``problematic``.
 =====================  =====================================================================================
 
+Built-in sources (files shipped in :mod:`mlray.builtin`, see its ``SOURCE.md``; written with no path):
+
+=========================  =================================================================================
+``imagenetv2-refined``      ImageNetV2 MatchedFrequency refined multi-labels (Multilabelfy), as ``multilabelfy-json``
+``imagenetv2-original``     ImageNetV2 MatchedFrequency original labels (ImageNetV2 ``imagenetv2-b-33.json``)
+``imagenet-val-original``   ImageNet val original labels (50,000, the ReaL image order)
+=========================  =================================================================================
+
+``real-json`` with no path is the ReaL copy inside timm; every other format needs a path, and a built-in source
+takes none.
+
 Image ids are file stems (``ILSVRC2012_val_00000001``, the 40-hex ImageNetV2 id): a known image extension and
 any folder part are removed. Every problem is a one-line :class:`MlrayError` naming the file and the entry.
 """
@@ -34,7 +45,7 @@ import pyarrow as pa
 
 from ..errors import MlrayError
 from .parse import class_index, label_set
-from .vocab import Vocabulary, imagenet_vocabulary, timm_info_dir
+from .vocab import NUM_CLASSES, Vocabulary, imagenet_vocabulary, timm_info_dir
 
 REAL_NUM_IMAGES = 50_000
 IMAGE_EXTENSIONS = {".jpeg", ".jpg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"}
@@ -45,7 +56,12 @@ FORMATS = (
     "tfds-multilabel-csv",
     "loc-val-solution-csv",
     "table",
+    "imagenetv2-refined",
+    "imagenetv2-original",
+    "imagenet-val-original",
 )
+BUILTIN_FORMATS = ("imagenetv2-refined", "imagenetv2-original", "imagenet-val-original")
+"""Formats that name a file shipped in :mod:`mlray.builtin` (written with no path)."""
 UNKNOWN_IMAGE_POLICIES = ("error", "skip")
 
 
@@ -311,6 +327,24 @@ def read_table(path: Path, shown: str | None = None, vocab: Vocabulary | None = 
     return _done(SourceLabels(shown, "table", ids, original=original, valid=valid, problematic=problematic), check)
 
 
+def read_builtin(fmt: str) -> SourceLabels:
+    """A built-in source (:data:`BUILTIN_FORMATS`): the shipped file read by the reader of its file format."""
+    from .. import builtin
+
+    if fmt == "imagenetv2-refined":
+        return read_multilabelfy_json(builtin.path(builtin.REFINED_LABELS))
+    if fmt == "imagenetv2-original":
+        return read_table(builtin.path(builtin.V2_ORIGINAL_LABELS))
+    if fmt == "imagenet-val-original":
+        labels = builtin.val_original_labels()
+        shown = str(builtin.path(builtin.VAL_ORIGINAL_LABELS))
+        if len(labels) and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
+            raise MlrayError(f"{shown}: class indices must be 0..{NUM_CLASSES - 1}")
+        ids = [real_image_id(i) for i in range(len(labels))]
+        return SourceLabels(shown, "imagenet-val-original", ids, original=labels.astype(int).tolist())
+    raise MlrayError(f"unknown built-in label source {fmt!r}; built-in sources: {', '.join(BUILTIN_FORMATS)}")
+
+
 READERS = {
     "real-json": read_real_json,
     "multilabelfy-json": read_multilabelfy_json,
@@ -325,11 +359,16 @@ def read_source(fmt: str, path: str | os.PathLike | None, base_dir: str | os.Pat
     """Read one label source. ``path`` may be relative to ``base_dir``, a URL or an object-store URI."""
     from ..io import resolve
 
-    if fmt not in READERS:
+    if fmt not in FORMATS:
         raise MlrayError(f"unknown label format {fmt!r}; known formats: {', '.join(FORMATS)}")
+    if fmt in BUILTIN_FORMATS:
+        if path is not None:
+            raise MlrayError(f"label format {fmt!r} is a file shipped in mlray and takes no path (given: {path})")
+        return read_builtin(fmt)
     if path is None:
         if fmt != "real-json":
-            raise MlrayError(f"label format {fmt!r} needs a path (only real-json has a built-in copy)")
+            builtins = ", ".join(("real-json", *BUILTIN_FORMATS))
+            raise MlrayError(f"label format {fmt!r} needs a path (formats with a built-in file: {builtins})")
         return read_real_json(None)
     local = resolve(path, base_dir)
     return READERS[fmt](local, shown=str(path) if "://" in str(path) else str(local))
