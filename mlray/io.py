@@ -90,7 +90,6 @@ def resolve(path: str | os.PathLike, base_dir: str | os.PathLike | None = None) 
     return dest
 
 
-
 def read_csv_strict(path: str | os.PathLike, shown: str, sep: str = ","):
     """A CSV as a DataFrame of strings ('' = empty cell), column names stripped. Rows with more fields than the
     header are an error (pandas would otherwise silently turn the extra leading fields into an index)."""

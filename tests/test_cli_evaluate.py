@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, shared
 
 MODEL = "tf_efficientnet_lite0"
@@ -84,7 +83,9 @@ def test_ctrl_c_says_how_to_resume_and_the_rerun_says_what_it_reused(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     text = again.stdout
     assert f"photos: reused {stored} of 10 shards from the store" in text
-    assert f"reused from the store: {stored} finished shard part{'s' if stored > 1 else ''} (not inferred again)" in text
+    assert (
+        f"reused from the store: {stored} finished shard part{'s' if stored > 1 else ''} (not inferred again)" in text
+    )
     assert f"photos / {MODEL}: 40 images = 40 predictions + 0 errors" in text
     assert f"{40 - 4 * stored} images inferred by 1 model in" in text
     assert "\x1b[" not in text  # piped: no colour codes, and tables are not folded
