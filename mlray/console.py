@@ -109,17 +109,19 @@ class _InterruptHint:
 
     store: Path | None = None
     command: str = "the same command"
+    shown: str | None = None  # how to name the store (an object-store URI); default: the local path
 
 
 _hint = _InterruptHint()
 
 
 @contextmanager
-def resumable(store: str | os.PathLike, command: str = "the same command") -> Iterator[None]:
-    """Within this block an interrupt reports the prediction parts in ``store`` and that ``command`` resumes."""
+def resumable(store: str | os.PathLike, command: str = "the same command", shown: str | None = None) -> Iterator[None]:
+    """Within this block an interrupt reports the prediction parts in ``store`` (named ``shown``, e.g. the URI
+    the parts were uploaded to, when given) and that ``command`` resumes."""
     global _hint
     previous = _hint
-    _hint = _InterruptHint(Path(store), command)
+    _hint = _InterruptHint(Path(store), command, shown)
     yield  # on an exception the hint stays set: the top-level handler reports the interrupt after unwinding
     _hint = previous
 
@@ -137,7 +139,8 @@ def interrupt_message() -> str:
         return "mlray: interrupted"
     n = count_stored_parts(_hint.store)
     return (
-        f"mlray: interrupted: {plural(n, 'finished shard part')} stored in {_hint.store} (each complete); "
+        f"mlray: interrupted: {plural(n, 'finished shard part')} stored in {_hint.shown or _hint.store} "
+        "(each complete); "
         f"run {_hint.command} again to resume: stored shards are reused, not inferred again"
     )
 
