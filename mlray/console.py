@@ -689,3 +689,229 @@ def print_demo_story(effect: Any, out: Console | None = None) -> None:
     out.print(table)
     for line in story_lines(effect):
         out.print(line, highlight=False, soft_wrap=True)
+
+
+def _span(seconds: float) -> str:
+    """Seconds as ``1.93 h``, ``12.4 min`` or ``41.0 s``."""
+    if seconds >= 3600:
+        return f"{seconds / 3600:.2f} h"
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.1f} s"
+
+
+def _few_names(names: Sequence[str], n: int = 3) -> str:
+    shown = ", ".join(names[:n])
+    return shown + (f" and {len(names) - n:,} more" if len(names) > n else "")
+
+
+def plan_lines(estimate: Any, slot_lines: int = 16) -> list[str]:
+    """What ``mlray plan`` prints for a :class:`mlray.inference.estimate.RunEstimate`: the models, the datasets,
+    the preprocessings and which models share each, what the store holds, where each rate comes from, the
+    schedule per slot (at most ``slot_lines`` slots) and the estimate."""
+    from .inference.costs import TABLE_NAME
+
+    sim = estimate.simulation
+    device = "GPU" if estimate.slot_kind == "gpu" else "CPU model"
+    lines = [
+        f"plan of {estimate.source} (no inference: nothing is read but the config, the image listing and the store)",
+        f"models: {len(estimate.models):,} after expansion, {plural(len(estimate.groups), 'distinct preprocessing')}",
+    ]
+    for d in estimate.datasets:
+        lines.append(f"  {d.name}: {plural(d.images, 'image')} in {plural(d.shards, 'shard')} ({d.how})")
+    lines.append("preprocessings (each image is decoded and resized once per preprocessing, shared by its models):")
+    for g in sorted(estimate.groups, key=lambda g: (-len(g.models), g.index)):
+        p = g.prep
+        crop = f"crop {p.crop_pct:g} {p.crop_mode or 'center'}, {p.interpolation}"
+        lines.append(f"  {p.input_size[1]}x{p.input_size[2]} {crop}: {plural(len(g.models), 'model')} "
+                     f"({_few_names(list(g.models))})")  # fmt: skip
+    if estimate.store is None:
+        lines.append("store: none given (--out): the whole run is planned")
+    else:
+        total = sum(d.shards for d in estimate.datasets) * len(estimate.models)
+        done = sum(estimate.stored.values())
+        lines.append(
+            f"store {estimate.store}: holds {done:,} of {total:,} (dataset, model, shard) parts: a resume skips them"
+        )
+        for d in estimate.datasets:
+            parts = [n for (ds, _), n in estimate.stored.items() if ds == d.name]
+            complete = sum(1 for n in parts if n >= d.shards)
+            lines.append(f"  {d.name}: {sum(parts):,} parts; {complete:,} of {len(estimate.models):,} models complete")
+    sources = estimate.sources
+    lines.append(
+        f"rates: {sources.get('store', 0):,} measured by earlier runs into this store; {sources.get('table', 0):,} "
+        f"from the bundled {TABLE_NAME} table (model only; derived from huggingface/pytorch-image-models "
+        f"results/benchmark-infer-amp-nchw-pt291-cu128-4090.csv, Apache-2.0); {sources.get('assumed', 0):,} "
+        "assumed (the table's median: no row for the architecture)"
+    )
+    if estimate.slot_kind != "gpu" and sources.get("table", 0) + sources.get("assumed", 0):
+        lines.append("  note: the table's rates are one GPU's; CPU slots are much slower, so the times below are low")
+    longest = sorted(estimate.models, key=lambda m: -m.seconds)[:5]
+    lines.append("longest models: " + ", ".join(f"{m.name} {_span(m.seconds)}" for m in longest))
+    lines.append(f"schedule on {plural(estimate.slots, device + ' slot')} ({estimate.slots_from}):")
+    per_slot: dict[int, list[Any]] = {}
+    for c in sim.chunks:
+        per_slot.setdefault(c.slot, []).append(c)
+    for slot in sorted(per_slot)[:slot_lines]:
+        chunks = per_slot[slot]
+        order = list(dict.fromkeys(c.work for c in chunks))
+        busy = sum(c.end - c.start for c in chunks)
+        lines.append(f"  slot {slot}: {plural(len(order), 'model')}, busy {_span(busy)}, done at "
+                     f"{_span(max(c.end for c in chunks))}: {_few_names(order)}")  # fmt: skip
+    if len(per_slot) > slot_lines:
+        lines.append(f"  ... and {plural(len(per_slot) - slot_lines, 'slot')} more (--json FILE has them all)")
+    loads = sum(c.loaded for c in sim.chunks)
+    unit = "GPU-hours" if estimate.slot_kind == "gpu" else "slot-hours"
+    lines.append(
+        f"estimate: {estimate.work_seconds / 3600:,.2f} {unit} of model work (+ {plural(loads, 'model load')} of "
+        f"~{estimate.load_seconds:g} s) -> wall time {_span(sim.makespan)} on "
+        f"{plural(estimate.slots, device + ' slot')} (lower bound {_span(sim.lower_bound)} = max(work / slots, "
+        f"longest model); ratio {sim.ratio:.2f})"
+    )
+    return lines
+
+
+def print_plan(estimate: Any, out: Console | None = None) -> None:
+    """Print :func:`plan_lines`."""
+    out = out or console
+    for line in plan_lines(estimate):
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# mlray analyze: fits, rank changes and group summaries (mlray.analysis)
+
+ANALYSIS_METRICS = ("top1", "real_top1", "vtopk_all", "asma_vtopk_all", "mlpc")
+
+
+def _interval_text(mean: float, lo: float, hi: float, scale: float = 100.0, signed: bool = True) -> str:
+    """``"+1.06 [+0.89, +1.23]"``: a mean and its interval, times ``scale``; ``-`` where missing."""
+    if mean != mean:
+        return "-"
+    fmt = "{:+.2f}" if signed else "{:.2f}"
+    text = fmt.format(round(scale * mean, 2) + 0.0)
+    if lo == lo and hi == hi:
+        text += f" [{fmt.format(round(scale * lo, 2) + 0.0)}, {fmt.format(round(scale * hi, 2) + 0.0)}]"
+    return text
+
+
+def analysis_pairs(group_summaries: Any) -> list[tuple[str, str, str, str]]:
+    """The (collection, reference, dataset, metric) of every gap in a ``group_summaries`` report, in its order,
+    restricted to :data:`ANALYSIS_METRICS`."""
+    gs = group_summaries
+    if gs is None or not len(gs):
+        return []
+    rows = gs[(gs["grouping"] == "all") & (gs["quantity"] == "gap") & gs["metric"].isin(ANALYSIS_METRICS)]
+    return list(dict.fromkeys(zip(rows["collection"], rows["reference"], rows["dataset"], rows["metric"])))
+
+
+def print_analysis_fits(fits: Any, group_summaries: Any, out: Console | None = None) -> None:
+    """The fits of each dataset on its reference (``fits.parquet``), linear and probit, for the metrics of
+    :data:`ANALYSIS_METRICS`: models, slope, intercept, R² and residual standard deviation."""
+    out = out or console
+    if fits is None or not len(fits):
+        out.print("(no fits: a fit needs two models with values on two datasets, not all equal on the first)")
+        return
+    table = Table(title="Fits of dataset B on its reference A across models (probit: the effective-robustness "
+                  "scale of Taori et al. 2020)", title_justify="left")  # fmt: skip
+    for col in ("collection", "A -> B", "metric", "models"):
+        table.add_column(col, no_wrap=True, justify="right" if col == "models" else "left")
+    for scale in ("linear", "probit"):
+        for col in ("slope", "intercept", "R²", "resid. std"):
+            table.add_column(f"{scale} {col}", justify="right", no_wrap=True)
+    keyed = fits.set_index(["collection", "dataset_a", "dataset_b", "metric", "scale"])
+    for collection, a, b, metric in analysis_pairs(group_summaries):
+        cells = []
+        n = ""
+        for scale in ("linear", "probit"):
+            key = (collection, a, b, metric, scale)
+            if key not in keyed.index:
+                cells += ["-"] * 4
+                continue
+            f = keyed.loc[key]
+            n = f"{int(f['n_models']):,}"
+            cells += [f"{f['slope']:.3f}", f"{f['intercept']:+.3f}", f"{f['r2']:.3f}",
+                      "-" if f["residual_std"] != f["residual_std"] else f"{f['residual_std']:.4f}"]  # fmt: skip
+        if n:
+            table.add_row(collection, f"{a} -> {b}", metric, n, *cells)
+    out.print(table)
+
+
+def print_rank_changes(rank_changes: Any, out: Console | None = None, limit: int | None = 20) -> None:
+    """Kendall's tau and Spearman's rho between the rankings under top-1 and each multi-label metric
+    (``rank_changes.parquet``), with their bootstrap intervals and the model that rises most."""
+    out = out or console
+    if rank_changes is None or not len(rank_changes):
+        out.print("(no rank changes: they need two models with top-1 and a multi-label metric on one dataset)")
+        return
+    table = Table(title="Ranking under top-1 vs each multi-label metric (95 % bootstrap intervals over models)",
+                  title_justify="left")  # fmt: skip
+    for col in ("collection", "dataset", "metric", "models", "Kendall tau", "Spearman rho", "rises most"):
+        table.add_column(col, no_wrap=True, justify="right" if col in ("models",) else "left")
+    defined = rank_changes[rank_changes["kendall_tau"].notna()]
+    rows = list(defined.itertuples())
+    for r in rows[:limit]:
+        up = [m for m in (r.movers if r.movers is not None else []) if m["rank_a"] > m["rank_b"]]
+        rise = f"{up[0]['model']} ({up[0]['rank_a']} -> {up[0]['rank_b']})" if up else "-"
+        tau = _interval_text(r.kendall_tau, r.kendall_ci_low, r.kendall_ci_high, 1, False)
+        rho = _interval_text(r.spearman_rho, r.spearman_ci_low, r.spearman_ci_high, 1, False)
+        table.add_row(r.collection, r.dataset, r.metric_b, f"{r.n_models:,}", tau, rho, rise)
+    out.print(table)
+    if limit is not None and len(rows) > limit:
+        out.print(f"... and {plural(len(rows) - limit, 'row')} more in rank_changes.parquet")
+    undefined = len(rank_changes) - len(defined)
+    if undefined:
+        out.print(f"  {plural(undefined, 'comparison')} without a correlation (every model tied under one of the "
+                  "two metrics) in rank_changes.parquet", style="dim")  # fmt: skip
+
+
+def print_group_summaries(group_summaries: Any, out: Console | None = None, grouping: str = "pretrain") -> None:
+    """Per collection, for one dataset B (ImageNetV2 MatchedFrequency when the collection has it, else its first
+    dataset after the reference) and the metrics top-1 and MLPC: the mean gap, the mean residual from the linear
+    fit and the mean effective robustness of each group of ``grouping`` (``group_summaries``), in points with
+    their bootstrap intervals; for MLPC also the mean value. Every other pair is in the report."""
+    out = out or console
+    pairs = [p for p in analysis_pairs(group_summaries) if p[3] in ("top1", "mlpc")]
+    shown: dict[str, str] = {}  # collection -> the dataset B shown: ImageNetV2 MatchedFrequency, else the first
+    for collection, _, b, _ in pairs:
+        if b == "imagenetv2-matched-frequency" or collection not in shown:
+            shown[collection] = b if shown.get(collection) != "imagenetv2-matched-frequency" else shown[collection]
+    pairs = [p for p in pairs if shown[p[0]] == p[2]]
+    if not pairs:
+        out.print("(no group summaries: they need models on two datasets)")
+        return
+    gs = group_summaries[group_summaries["grouping"].isin([grouping, "all"])]
+    keyed = gs.set_index(["collection", "reference", "dataset", "metric", "quantity", "group"])
+    for collection, a, b, metric in pairs:
+        table = Table(title=f"{collection}: {metric} {a} -> {b} by {grouping} (points; [..] = 95 % bootstrap "
+                      "intervals over models)", title_justify="left")  # fmt: skip
+        quantities: list[tuple[str, str]] = [("value", "mean on B")] if metric == "mlpc" else []
+        quantities += [("gap", "mean gap"), ("fit_residual", "above the linear fit"),
+                       ("effective_robustness", "effective robustness")]  # fmt: skip
+        for col in (grouping, "models", *(label for _, label in quantities)):
+            table.add_column(col, no_wrap=True, justify="left" if col == grouping else "right")
+        groups = gs[(gs["collection"] == collection) & (gs["dataset"] == b) & (gs["metric"] == metric)
+                    & (gs["quantity"] == "gap")]  # fmt: skip
+        for g, n in zip(groups["group"], groups["n_models"]):
+            cells = []
+            for quantity, _ in quantities:
+                key = (collection, a, b, metric, quantity, g)
+                row = keyed.loc[key] if key in keyed.index else None
+                cells.append("-" if row is None else _interval_text(row["mean"], row["ci_low"], row["ci_high"],
+                                                                    signed=quantity != "value"))  # fmt: skip
+            table.add_row(str(g), f"{int(n):,}", *cells)
+        out.print(table)
+
+
+def print_analysis(result: Any, out: Console | None = None, where: str | None = None) -> None:
+    """What ``mlray analyze`` (and ``mlray score``) prints from an :class:`~mlray.analysis.AnalysisResult`: the
+    fits, the rank changes, the summaries by pretraining regime, then the reports written (in ``where``, default
+    the folder of the written files) and the seconds it took."""
+    out = out or console
+    frames = result.frames
+    print_analysis_fits(frames["fits"], frames["group_summaries"], out)
+    print_rank_changes(frames["rank_changes"], out)
+    print_group_summaries(frames["group_summaries"], out)
+    paths = list(result.paths.values())
+    if paths:
+        folder = where if where is not None else str(paths[0].parent)
+        out.print(f"analysis in [bold]{folder}[/] ({', '.join(p.name for p in paths)}); {result.seconds:.1f} s",
+                  soft_wrap=True)  # fmt: skip

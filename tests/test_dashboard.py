@@ -1,8 +1,10 @@
 """The report dashboard (mlray.dashboard, ``mlray dashboard DIR``): data shaping checked exactly against the
 Parquet reports, the summary reports the page shows (``dataset_gaps``, ``external_gap_summary``) and the notes when
 they are missing, omitted charts, the report folder found inside an ``mlray evaluate`` output folder, one-line
-errors, and the page in headless Chromium (no console errors, every chart drawn, tables sort, a screenshot kept in
-test-artifacts/dashboard.png).
+errors, the analysis reports on the page (fit lines with slope and R², labelled points, colour toggles, rank changes,
+group means, no clipped points), and the page in headless Chromium (no console errors, every chart drawn, tables sort
+and scroll visibly, the colour buttons work; a full-page screenshot in test-artifacts/dashboard.png and one per
+section in test-artifacts/dashboard-<section>.png).
 
 The browser test needs the Debian ``chromium`` and ``chromium-driver`` packages and the ``selenium`` package; it
 skips (with the reason) without them, and fails instead when ``MLRAY_REQUIRE_BROWSER=1`` (CI). With
@@ -303,12 +305,154 @@ def test_subgroups_gap_bars_and_tables(hand_reports):
     assert "Not shown: external_results.parquet is not in this report directory" in text
 
 
+# --------------------------------------------------------------------------------------------------------------
+# The analysis reports on the page (mlray analyze: fits, rank_changes, model_analysis, group_summaries)
+
+
+def _markers(fig: dict) -> list[dict]:
+    return [t for t in fig["data"] if t.get("mode") == "markers"]
+
+
+def test_scatter_fits_labels_colours_and_no_clipping(hand_reports):
+    """With the analysis reports: each A-vs-B panel draws the linear and probit fits of ``fits`` (the line's ends
+    are the report's slope and intercept at x_min and x_max), names them with slope and R², labels every point
+    (few models), offers the colour buttons, and keeps every point and whisker inside its axis range."""
+    from mlray.analysis import analyze
+
+    result = analyze(hand_reports, n_boot=50)
+    fits = result.frames["fits"].set_index(["dataset_a", "dataset_b", "metric", "scale"])
+    data = embedded(build_dashboard(hand_reports))
+    fig = data["charts"]["scatter-0"]["figure"]
+    lines = [t for t in fig["data"] if t.get("name") == "linear fit"]
+    assert len(lines) == 4  # one per panel: alpha -> beta has two models under every metric
+    top1 = fits.loc[("alpha", "beta", "top1", "linear")]
+    assert (top1.slope, top1.n_models) == (pytest.approx(1.0), 2) and top1.intercept == pytest.approx(-0.2)
+    assert lines[0]["x"] == [100 * top1.x_min, 100 * top1.x_max]
+    assert lines[0]["y"] == pytest.approx([100 * (top1.slope * top1.x_min + top1.intercept),
+                                           100 * (top1.slope * top1.x_max + top1.intercept)])  # fmt: skip
+    texts = [a["text"] for a in fig["layout"]["annotations"]]
+    assert "linear: slope 1.000, R² 1.000" in "".join(texts)
+    assert "linear: y = 1.000 x − 20.00, R² 1.000, 2 models" in lines[0]["hovertemplate"]
+    assert "m1" in texts and "m2" in texts  # every point named
+    probit = [t for t in fig["data"] if t.get("name") == "probit fit"]
+    assert len(probit) == 4 and probit[0]["line"]["dash"] == "dot"
+    # colour buttons: dataset (the default), family, pretraining; each shows the lines and one colouring
+    menu = fig["layout"]["updatemenus"][0]
+    assert [b["label"] for b in menu["buttons"]] == ["colour: dataset", "colour: architecture family",
+                                                     "colour: pretraining"]  # fmt: skip
+    metas = [t.get("meta") for t in fig["data"]]
+    for button, kind in zip(menu["buttons"], ("default", "family", "pretrain")):
+        visible = button["args"][0]["visible"]
+        assert visible == [m == "base" or m == f"color:{kind}" for m in metas]
+    assert all(t.get("visible") is False for t in fig["data"] if t.get("meta") in ("color:family", "color:pretrain"))
+    # no clipped point: markers are drawn over the axis edge and every value (and whisker) is inside the range
+    for i, t in enumerate(_markers(fig)):
+        assert t["cliponaxis"] is False
+        axis = "" if t.get("xaxis", "x") == "x" else t["xaxis"][1:]
+        xr, yr = fig["layout"][f"xaxis{axis}"]["range"], fig["layout"][f"yaxis{axis}"]["range"]
+        hi = [v + p for v, p in zip(t["x"], t.get("error_x", {}).get("array") or [0] * len(t["x"]))]
+        assert xr[0] < min(t["x"]) and max(hi) < xr[1] and yr[0] < min(t["y"]) and max(t["y"]) < yr[1], i
+
+
+def test_points_at_100_percent_are_not_on_the_edge(tmp_path):
+    """A model at 100 % (the demo's ReaL top-1) sits inside the axis range, not on its edge."""
+    rows = []
+    for model, (va, vb) in {"a": (1.0, 0.8), "b": (1.0, 0.9), "c": (0.9, 1.0), "d": (1.0, 0.8)}.items():
+        for dataset, v in (("one", va), ("two", vb)):
+            rows.append({"model": model, "dataset": dataset, "metric": "real_top1", "value": v, "ci_low": v,
+                         "ci_high": v, "n": 6, "available": True})  # fmt: skip
+    folder = tmp_path / "r"
+    write(pd.DataFrame(rows), folder, "model_metrics")
+    fig = embedded(build_dashboard(folder))["charts"]["scatter-0"]["figure"]
+    points = _markers(fig)[0]
+    assert points["x"] == [100.0, 100.0, 90.0, 100.0] and points["cliponaxis"] is False
+    assert fig["layout"]["xaxis"]["range"][1] > 100 and fig["layout"]["yaxis"]["range"][1] > 100
+    # models at the same place get one label naming them all, so the dots are never anonymous
+    labels = [a["text"] for a in fig["layout"]["annotations"] if a.get("showarrow")]
+    assert sorted(labels) == ["a, d", "b", "c"]
+
+
+def test_subgroup_lines_do_not_hide_each_other(hand_reports):
+    """Each model's points sit side by side within a label-count group (scattermode group, one offset group per
+    model), each model has its marker, and a menu shows one model at a time."""
+    sg = subgroups()
+    extra = sg.assign(model="m2", value=sg["value"])  # a second model with the same values: drawn beside m1
+    write(pd.concat([sg, extra], ignore_index=True), hand_reports, "subgroup_metrics")
+    fig = embedded(build_dashboard(hand_reports))["charts"]["subgroups"]["figure"]
+    assert fig["layout"]["scattermode"] == "group"
+    traces = fig["data"]
+    assert [(t["offsetgroup"], t["meta"], t["name"]) for t in traces] == [
+        ("m1", "m1", "alpha"), ("m2", "m2", "alpha"), ("m1", "m1", "beta"), ("m2", "m2", "beta")]  # fmt: skip
+    assert traces[0]["marker"]["symbol"] != traces[1]["marker"]["symbol"]
+    menu = fig["layout"]["updatemenus"][0]
+    assert [b["label"] for b in menu["buttons"]] == ["all models", "m1", "m2"]
+    assert menu["buttons"][2]["args"][0]["visible"] == [False, True, False, True]
+
+
+def test_population_section_from_the_analysis_reports(hand_reports):
+    """The rank-change chart reads the ranks of model_analysis, the group chart and the tables the rows of
+    group_summaries, fits and rank_changes (values as the reports hold them, in %)."""
+    from mlray.analysis import analyze
+
+    result = analyze(hand_reports, n_boot=50)
+    page = build_dashboard(hand_reports)
+    data, text = embedded(page), page.read_text()
+    ranks = data["charts"]["rank-changes"]["figure"]
+    ma = result.frames["model_analysis"]
+    alpha = ma[(ma.dataset == "alpha")].set_index(["model", "metric"])["rank"]
+    drawn = {}
+    for t in [t for t in ranks["data"] if t.get("xaxis", "x") == "x"]:  # the first panel: alpha
+        for name, info in zip(t["text"], t["customdata"]):
+            if name is not None:
+                drawn[name] = tuple(info[:2])
+    assert drawn == {m: (alpha[(m, "top1")], alpha[(m, "asma_vtopk_all")]) for m in ("m1", "m2", "m3")}
+    groups = data["charts"]["groups-0"]["figure"]
+    gs = result.frames["group_summaries"]
+    gap = gs[(gs.grouping == "pretrain") & (gs.quantity == "gap") & (gs.metric == "top1") & (gs.dataset == "beta")]
+    first = groups["data"][0]
+    assert first["meta"] == "view:pretrain" and first["x"] == [100 * v for v in gap["mean"]]
+    for tid in ("table-fits", "table-rank-changes", "table-groups", "table-model-analysis"):
+        assert f'<table class="sortable" id="{tid}">' in text
+    assert '<a href="#population">Across models</a>' in text
+    # without the analysis reports: one note per chart, the tables left out
+    for name in ("fits", "rank_changes", "model_analysis", "group_summaries"):
+        (hand_reports / f"{name}.parquet").unlink()
+    data = embedded(build_dashboard(hand_reports))
+    assert data["omitted"]["rank-changes"] == (
+        "model_analysis.parquet is not in this report directory (written by mlray analyze, score and evaluate)"
+    )
+    assert data["omitted"]["groups-0"].startswith("group_summaries.parquet is not in this report directory")
+
+
+def test_published_fits_on_the_page(tmp_path):
+    """import-results + analyze: the published chart draws each collection's fits and names them."""
+    from mlray.analysis import analyze
+
+    folder = tmp_path / "reports"
+    import_results(published_csv(tmp_path / "in"), folder)
+    analyze(folder, n_boot=20)
+    fig = embedded(build_dashboard(folder))["charts"]["published"]["figure"]
+    line = [t for t in fig["data"] if t.get("name") == "linear fit (imagenet-testbed)"]
+    assert len(line) == 1 and line[0]["x"] == [76.5, 80.0] and line[0]["y"] == pytest.approx([64.5, 70.0])
+    texts = " ".join(a["text"] for a in fig["layout"]["annotations"])
+    slope = (0.70 - 0.645) / (0.80 - 0.765)
+    assert f"imagenet-testbed linear: slope {slope:.3f}, R² 1.000" in texts
+
+
 def test_missing_reports_are_notes_not_errors(tmp_path):
     folder = tmp_path / "stats-only"
     write(HIST, folder, "label_count_hist")
     data = embedded(build_dashboard(folder))
     assert list(data["charts"]) == ["label-hist"]
-    assert set(data["omitted"]) == {"multi-share", "scatter-0", "subgroups", "gap-0", "published"}
+    assert set(data["omitted"]) == {
+        "multi-share",
+        "scatter-0",
+        "subgroups",
+        "gap-0",
+        "rank-changes",
+        "groups-0",
+        "published",
+    }
     assert data["omitted"]["multi-share"].startswith("dataset_stats.parquet is not in this report directory")
     # a report with no rows (score_report writes an empty gap table for a single dataset) is not an error
     pd.DataFrame().to_parquet(folder / "gap_decomposition.parquet")
@@ -467,6 +611,9 @@ def scored_reports(ray_cluster, tmp_path_factory) -> Path:
     if timm.is_dir():
         import_results([timm / "results-imagenet.csv", timm / "results-imagenet-real.csv",
                         timm / "results-imagenetv2-matched-frequency.csv"], reports)  # fmt: skip
+    from mlray.analysis import analyze
+
+    analyze(reports, n_boot=100)  # what mlray score runs after scoring
     return reports
 
 
@@ -618,12 +765,45 @@ def test_page_in_headless_chromium(scored_reports):
         visible = "return document.querySelectorAll('#table-gaps tbody tr:not([style*=none])').length"
         assert driver.execute_script(visible) == 28
 
+        # wide tables scroll visibly: a table wider than its block marks the block (the hint shows, the wrapper
+        # scrolls sideways); a table that fits is not marked
+        tables = driver.execute_script(
+            "return Array.from(document.querySelectorAll('.table-wrap')).map(w => {"
+            "const b = w.closest('.table-block'), h = b.querySelector('.scroll-hint');"
+            "return [w.querySelector('table').id, w.scrollWidth > w.clientWidth + 1, b.classList.contains('scrolls-x'),"
+            "getComputedStyle(h).display, getComputedStyle(w).overflowX];});"
+        )
+        assert {"table-fits", "table-rank-changes", "table-groups", "table-model-analysis"} <= {t[0] for t in tables}
+        for tid, wider, marked, hint, overflow in tables:
+            assert wider == marked and overflow == "auto" and (hint != "none") == wider, tid
+
+        # the colour buttons of the first scatter switch its points to the pretraining colouring
+        shown = "return document.getElementById('scatter-0').data.filter(t => t.visible !== false).map(t => t.meta)"
+        assert "color:pretrain" not in driver.execute_script(shown)
+        button = [b for b in driver.find_elements(By.CSS_SELECTOR, "#scatter-0 .updatemenu-button")
+                  if "pretraining" in b.text]  # fmt: skip
+        assert button, "no colour button on the scatter"
+        button[0].click()
+        WebDriverWait(driver, 10).until(lambda d: "color:pretrain" in d.execute_script(shown))
+        assert "color:default" not in driver.execute_script(shown)
+        back = [
+            b for b in driver.find_elements(By.CSS_SELECTOR, "#scatter-0 .updatemenu-button") if "dataset" in b.text
+        ]
+        back[0].click()  # back to the default colouring for the screenshots
+        WebDriverWait(driver, 10).until(lambda d: "color:pretrain" not in d.execute_script(shown))
+
         ARTIFACTS.mkdir(exist_ok=True)
         driver.execute_script("window.scrollTo(0, 0)")
         height = driver.execute_script("return document.documentElement.scrollHeight")
         driver.set_window_size(1440, min(height, 16000))
         WebDriverWait(driver, 20).until(lambda d: d.execute_script("return document.body.dataset.chartsRendered"))
         assert driver.save_screenshot(str(ARTIFACTS / "dashboard.png"))
+        # one screenshot per section (and the header), kept as test artifacts
+        parts = driver.find_elements(By.CSS_SELECTOR, "header.top, main > section")
+        names = ["header" if p.tag_name == "header" else p.get_attribute("id") for p in parts]
+        assert names == ["header", "labels", "models", "gap", "population", "published"]
+        for part, name in zip(parts, names):
+            assert part.screenshot(str(ARTIFACTS / f"dashboard-{name}.png")), name
         if os.environ.get("MLRAY_UPDATE_SCREENSHOT") == "1":
             # the README's picture: the top of the page down to the end of the first scatter panel
             from PIL import Image

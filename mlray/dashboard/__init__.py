@@ -22,6 +22,11 @@ report                    charts and tables it feeds
 ``external_gap_summary``  the published val -> ImageNetV2 top-1 gap across models: its card and table
 ``composition_effect``    (the demo's story) one model's accuracy reweighted to another dataset's label-count
                           mix, next to the published gap: the first section, its chart and table, when present
+``fits``                  (``mlray analyze``) the linear and probit fit lines, slope and R² on every A-vs-B scatter
+``model_analysis``        family / pretraining of each point (the colour buttons), the fit extremes named, the
+                          ranks of the rank-change chart, the per-model table
+``rank_changes``          Kendall tau / Spearman rho under each rank-change panel; the rank-change table
+``group_summaries``       group means by pretraining regime or family with bootstrap intervals; the group table
 ========================  ==================================================================================
 
 A is the first dataset in report order (the order of ``dataset_stats``, i.e. the run config's, then first
@@ -37,8 +42,10 @@ exactly against the Parquet reports.
 =============  =============================================================================================
 ``load``       find the report folder, read the reports (:func:`load_reports` -> :class:`Reports`)
 ``style``      colours, fonts, metric labels, number formats
+``overlays``   what the A-vs-B scatters draw over their points: fit lines, point labels, the colour buttons
 ``charts``     one plotly figure per chart (:class:`Chart`), or the note that stands in for it
 ``tables``     the sortable HTML tables
+``population`` the section across models: rank changes, group means, the analysis tables
 ``page``       the header and sections, the HTML file (:func:`render_page`, :func:`build_dashboard`)
 ``assets/``    ``page.html`` (template), ``dashboard.css``, ``dashboard.js``; read with :mod:`importlib.resources`
 =============  =============================================================================================

@@ -10,7 +10,22 @@ from typing import Any
 
 import pandas as pd
 
+from ..analysis.points import OWN
+from ..analysis.taxonomy import REGIME_LABELS
 from .load import Reports, missing
+from .overlays import (
+    MAX_LABELS,
+    ROLE_BASE,
+    colour_groups,
+    colour_toggle,
+    extreme_labels,
+    fit_annotation,
+    fit_rows,
+    fit_traces,
+    group_of,
+    model_groups,
+    point_labels,
+)
 from .style import (
     COLLECTION_STYLE,
     COMPOSITION_COLOR,
@@ -18,6 +33,7 @@ from .style import (
     FONT,
     GAP_METRICS,
     METRIC_LABELS,
+    MODEL_SYMBOLS,
     OTHER_COLLECTION_STYLE,
     PUBLISHED_COLOR,
     PUBLISHED_PAIRS,
@@ -56,11 +72,13 @@ def _base_layout(**extra: Any) -> dict[str, Any]:
     return layout
 
 
-def _panels_layout(height: int, top: int = 100, bottom: int = 60, left: int = 64, **extra: Any) -> dict[str, Any]:
+def _panels_layout(
+    height: int, top: int = 100, bottom: int = 60, left: int = 64, right: int = 24, **extra: Any
+) -> dict[str, Any]:
     """Layout of a figure with subplot titles: the legend sits in the top margin, above the titles."""
     plot_height = max(1, height - top - bottom)
     legend = {"orientation": "h", "yanchor": "bottom", "xanchor": "left", "x": 0, "y": 1 + 30 / plot_height}
-    return _base_layout(height=height, margin={"l": left, "r": 24, "t": top, "b": bottom}, legend=legend, **extra)
+    return _base_layout(height=height, margin={"l": left, "r": right, "t": top, "b": bottom}, legend=legend, **extra)
 
 
 def _figure_json(fig: Any) -> dict[str, Any]:
@@ -187,7 +205,10 @@ def _metric_values(mm: pd.DataFrame, dataset: str, metric: str) -> pd.DataFrame:
 
 
 def chart_scatter(r: Reports, colors: dict[str, str], a: str, b: str, index: int) -> Chart:
-    """Per model: accuracy on A (x) vs on B (y) under top-1, ReaL, variable top-k and ASMA, with y = x dashed."""
+    """Per model: accuracy on A (x) vs on B (y) under top-1, ReaL, variable top-k and ASMA, with y = x dashed, the
+    linear and probit fits of ``mlray analyze`` (``fits``) with their slope and R², the models named (all of them
+    when few, the extremes of the fit otherwise) and buttons colouring the points by dataset, architecture family
+    or pretraining regime (``model_analysis``)."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -202,41 +223,29 @@ def chart_scatter(r: Reports, colors: dict[str, str], a: str, b: str, index: int
     fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=[METRIC_LABELS[m] for m in metrics],
                         horizontal_spacing=0.07)  # fmt: skip
     fig.update_annotations(font={"size": 13})  # the subplot titles
+    groups = model_groups(r, OWN)
+    kinds = [k for k in ("family", "pretrain") if groups]
+    later: list[tuple[Any, int]] = []  # fit lines and the other colourings, added after every panel's points
     n_points = 0
     left_out: set[str] = set()
+    fitted = False
     for i, metric in enumerate(metrics, start=1):
         va, vb = _metric_values(mm, a, metric), _metric_values(mm, b, metric)
         models = [m for m in r.models if m in va.index and m in vb.index]
         left_out |= {m for m in set(va.index) ^ set(vb.index)}
         xs = [pct(va.at[m, "value"]) for m in models]
         ys = [pct(vb.at[m, "value"]) for m in models]
-        lo_all = [v for v in xs + ys if v is not None]
-        for frame, col in ((va, "ci_low"), (vb, "ci_low")):
-            lo_all += [v for v in (pct(frame.at[m, col]) for m in models) if v is not None]
-        hi_all = [v for v in xs + ys if v is not None]
-        for frame, col in ((va, "ci_high"), (vb, "ci_high")):
-            hi_all += [v for v in (pct(frame.at[m, col]) for m in models) if v is not None]
-        if lo_all:
-            span = max(hi_all) - min(lo_all)
-            pad = max(2.0, 0.08 * span)
-            lo, hi = max(0.0, min(lo_all) - pad), min(100.0, max(hi_all) + pad)
-        else:
-            lo, hi = 0.0, 100.0
+        lo, hi = _axis_range(xs + ys + _bounds(va, models) + _bounds(vb, models))
         fig.add_trace(
-            go.Scatter(
-                x=[lo, hi],
-                y=[lo, hi],
-                mode="lines",
-                line=YX_LINE,
-                name="y = x (no change)",
-                legendgroup="yx",
-                showlegend=i == 1,
-                hoverinfo="skip",
-            ),  # fmt: skip
-            row=1,
-            col=i,
-        )
+            go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=YX_LINE, name="y = x (no change)",
+                       legendgroup="yx", showlegend=i == 1, hoverinfo="skip", meta=ROLE_BASE),
+            row=1, col=i,
+        )  # fmt: skip
         gaps = [None if x is None or y is None else x - y for x, y in zip(xs, ys)]
+        hover = (f"<b>%{{text}}</b><br>{esc(a)}: %{{x:.2f}} %<br>{esc(b)}: %{{y:.2f}} %<br>gap: "
+                 f"%{{customdata[0]:+.2f}} points%{{customdata[1]}}"
+                 f"<extra>{esc(METRIC_LABELS[metric])}</extra>")  # fmt: skip
+        about = [_about(groups.get((m, -1))) for m in models]
         fig.add_trace(
             go.Scatter(
                 x=xs,
@@ -246,18 +255,20 @@ def chart_scatter(r: Reports, colors: dict[str, str], a: str, b: str, index: int
                 legendgroup="models",
                 showlegend=i == 1,
                 text=[esc(m) for m in models],
-                customdata=[[g] for g in gaps],
+                customdata=[[g, t] for g, t in zip(gaps, about)],
                 marker={"color": colors[b], "size": 10, "line": {"color": "white", "width": 1}, "opacity": 0.9},
                 error_x=_error_bars(va, models, xs),
                 error_y=_error_bars(vb, models, ys),
-                hovertemplate=f"<b>%{{text}}</b><br>{esc(a)}: %{{x:.2f}} %<br>{esc(b)}: %{{y:.2f}} %"
-                f"<br>gap: %{{customdata[0]:+.2f}} points<extra>{esc(METRIC_LABELS[metric])}</extra>",
+                cliponaxis=False,
+                hovertemplate=hover,
+                meta="color:default",
             ),
             row=1,
             col=i,
         )
         n_points += len(models)
         axis = "" if i == 1 else str(i)
+        xref, yref = f"x{axis}", f"y{axis}"
         fig.update_xaxes(range=[lo, hi], title={"text": f"{esc(a)} (%)"}, constrain="domain", row=1, col=i)
         fig.update_yaxes(range=[lo, hi], scaleanchor=f"x{axis}", scaleratio=1, constrain="domain", row=1, col=i,
                          title={"text": f"{esc(b)} (%)" if i == 1 else ""})  # fmt: skip
@@ -273,9 +284,29 @@ def chart_scatter(r: Reports, colors: dict[str, str], a: str, b: str, index: int
                 text=f"mean gap {mean_gap:+.2f} pts", showarrow=False,
                 font={"size": 12, "color": "#374151"}, bgcolor="rgba(255,255,255,0.85)",
             )  # fmt: skip
+        rows = fit_rows(r, OWN, a, b, metric)
+        if rows:
+            fitted = True
+            later += [(t, i) for t in fit_traces(rows, show_legend=i == 1)]
+            fig.add_annotation(fit_annotation(rows, f"x{axis} domain", f"y{axis} domain"))
+        if len(models) <= MAX_LABELS:
+            labels = point_labels(xs, ys, models, xref, yref, (lo, hi))
+        else:
+            residuals = [groups.get((m, -1), {}).get("residuals", {}).get((b, metric), (None, None))[0] for m in models]
+            labels = extreme_labels(xs, ys, models, residuals, xref, yref)
+        for label in labels:
+            fig.add_annotation(label)
+        for kind in kinds:
+            later += [(t, i) for t in _grouped_points(models, xs, ys, groups, kind, hover, gaps, about, i == 1)]
     if not n_points:
         return Chart(cid, title, note=f"no model has metrics on both {a} and {b} in model_metrics.parquet")
-    fig.update_layout(_panels_layout(height=440))
+    for trace, col in later:
+        fig.add_trace(trace, row=1, col=col)
+    extra: dict[str, Any] = {}
+    height, top, bottom = (520, 160, 60) if kinds else (440, 100, 60)
+    if kinds:
+        extra["updatemenus"] = [{**colour_toggle(fig.data, "dataset", kinds), "y": 1 + 112 / (height - top - bottom)}]
+    fig.update_layout(_panels_layout(height=height, top=top, bottom=bottom, **extra))
     caption = (
         f"Each point is one model: its accuracy on <b>{esc(a)}</b> (x) and on <b>{esc(b)}</b> (y). Points below "
         "the dashed y = x line score lower on the second dataset. Compare the mean gaps across the panels: a drop "
@@ -283,9 +314,63 @@ def chart_scatter(r: Reports, colors: dict[str, str], a: str, b: str, index: int
         "every valid label (ReaL, variable top-k) or weigh label-count subgroups equally (ASMA). "
         "Whiskers: 95 % bootstrap intervals (when the report has them)."
     )
+    if fitted:
+        caption += (" Lines: least-squares fits of B on A across the models (<code>fits</code>): solid on the "
+                    "linear scale, dotted on the probit scale (Taori et al. 2020; a model above it has positive "
+                    "effective robustness); slope, intercept and R² in each panel.")  # fmt: skip
+    if kinds:
+        caption += (" The buttons colour the points by architecture family or pretraining data "
+                    "(<code>model_analysis</code>).")  # fmt: skip
     if left_out:
         caption += f" Left out (metrics on only one of the two datasets): {esc(', '.join(sorted(left_out)))}."
     return Chart(cid, title, _figure_json(fig), caption)
+
+
+def _axis_range(values: list[float | None]) -> tuple[float, float]:
+    """An axis range holding every value with a margin (8 % of the span, at least 2 points) on both sides, so no
+    point or whisker sits on the edge (0 and 100 % included); 0..100 when there is no value."""
+    known = [v for v in values if v is not None]
+    if not known:
+        return 0.0, 100.0
+    pad = max(2.0, 0.08 * (max(known) - min(known)))
+    return min(known) - pad, max(known) + pad
+
+
+def _bounds(frame: pd.DataFrame, models: list[str]) -> list[float | None]:
+    """The interval ends (``ci_low``, ``ci_high``) of the models' values, in %."""
+    return [pct(frame.at[m, c]) for m in models for c in ("ci_low", "ci_high")]
+
+
+def _about(entry: dict[str, Any] | None) -> str:
+    """The hover line naming a model's family and pretraining regime (``model_analysis``); "" without it."""
+    if not entry:
+        return ""
+    return f"<br>{esc(entry['family'])} · {esc(REGIME_LABELS.get(entry['pretrain'], entry['pretrain']))}"
+
+
+def _grouped_points(
+    models: list[str], xs: list, ys: list, groups: dict, kind: str, hover: str, gaps: list, about: list,
+    show_legend: bool,
+) -> list[Any]:  # fmt: skip
+    """The points of one panel split by family or pretraining regime (hidden until its button is pressed)."""
+    import plotly.graph_objects as go
+
+    labels = [groups.get((m, -1), {}).get(kind, "") for m in models]
+    legend = colour_groups(labels, kind)
+    drawn = [group_of(g, legend) for g in labels]
+    out = []
+    for group, name, color in legend:
+        idx = [j for j, g in enumerate(drawn) if g == group]
+        if not idx:
+            continue
+        out.append(go.Scatter(
+            x=[xs[j] for j in idx], y=[ys[j] for j in idx], mode="markers", name=esc(name),
+            legendgroup=f"{kind}-{group}", showlegend=show_legend, text=[esc(models[j]) for j in idx],
+            customdata=[[gaps[j], about[j]] for j in idx], visible=False, cliponaxis=False,
+            marker={"color": color, "size": 10, "line": {"color": "white", "width": 1}, "opacity": 0.9},
+            hovertemplate=hover, meta=f"color:{kind}",
+        ))  # fmt: skip
+    return out
 
 
 def _mean_gap(dg: pd.DataFrame | None, a: str, b: str, metric: str) -> float | None:
@@ -333,6 +418,7 @@ def chart_subgroups(r: Reports, colors: dict[str, str]) -> Chart:
                         shared_yaxes=True, horizontal_spacing=0.04)  # fmt: skip
     fig.update_annotations(font={"size": 13})  # the subplot titles
     shown_legend: set[str] = set()
+    model_index = {m: j for j, m in enumerate(r.models)}
     datasets = [d for d in r.datasets if d in set(sg["dataset"])]
     n_models = len(pd.unique(sg["model"]))
     for i, metric in enumerate(metrics, start=1):
@@ -364,7 +450,14 @@ def chart_subgroups(r: Reports, colors: dict[str, str]) -> Chart:
                         text=[esc(model)] * len(groups),
                         customdata=[[n] for n in ns],
                         line={"color": colors[d], "width": 2 if n_models <= 10 else 1},
-                        marker={"color": colors[d], "size": 7 if n_models <= 10 else 4},
+                        marker={
+                            "color": colors[d],
+                            "size": 7 if n_models <= 10 else 4,
+                            "symbol": MODEL_SYMBOLS[model_index[model] % len(MODEL_SYMBOLS)],
+                        },
+                        offsetgroup=model,
+                        cliponaxis=False,
+                        meta=model,
                         opacity=0.9 if n_models <= 10 else 0.55,
                         connectgaps=False,
                         hovertemplate=f"<b>%{{text}}</b> on {esc(d)}<br>%{{x}} valid label(s): %{{y:.2f}} %"
@@ -378,16 +471,32 @@ def chart_subgroups(r: Reports, colors: dict[str, str]) -> Chart:
     if not shown_legend:
         return Chart("subgroups", title, note="subgroup_metrics.parquet has no available subgroup values")
     fig.update_yaxes(title={"text": "accuracy in the subgroup (%)"}, row=1, col=1)
-    fig.update_layout(_panels_layout(height=430))
+    fig.update_yaxes(range=[-4, 104], ticksuffix="", row=1)
+    drawn = list(dict.fromkeys(t.meta for t in fig.data))
+    extra: dict[str, Any] = {"scattermode": "group", "scattergap": 0.45}
+    if len(drawn) > 1:
+        extra["updatemenus"] = [_model_menu(fig.data, drawn)]
+    fig.update_layout(_panels_layout(height=450, top=120 if len(drawn) > 1 else 100, **extra))
     return Chart(
         "subgroups",
         title,
         _figure_json(fig),
-        "One line per model and dataset (colour = dataset): accuracy restricted to the images with exactly k "
-        "valid labels (the last group merges the larger counts). Similar lines across datasets within a group "
-        "mean the models generalize; what differs is how many images each group holds. Hover for the model and "
-        "the group size.",
+        "One line per model and dataset (colour = dataset, marker = model): accuracy restricted to the images "
+        "with exactly k valid labels (the last group merges the larger counts). Within a group each model's "
+        "points sit side by side, so no line hides another; the menu shows one model at a time. Similar lines "
+        "across datasets within a group mean the models generalize; what differs is how many images each group "
+        "holds. Hover for the model and the group size.",
     )
+
+
+def _model_menu(data: Any, models: list[str]) -> dict[str, Any]:
+    """The drop-down that shows every model's lines, or one model's (traces carry their model in ``meta``)."""
+    metas = [t.meta for t in data]
+    buttons = [{"label": "all models", "method": "restyle", "args": [{"visible": [True] * len(metas)}]}]
+    buttons += [{"label": esc(m), "method": "restyle", "args": [{"visible": [x == m for x in metas]}]}
+                for m in models]  # fmt: skip
+    return {"type": "dropdown", "direction": "down", "x": 1, "xanchor": "right", "y": 1.22, "yanchor": "bottom",
+            "showactive": True, "active": 0, "buttons": buttons, "font": {"size": 11}}  # fmt: skip
 
 
 def chart_gap(r: Reports, colors: dict[str, str], a: str, b: str, index: int) -> Chart:
@@ -508,7 +617,9 @@ def _published_pairs(ext: pd.DataFrame, x_ds: str, y_ds: str) -> pd.DataFrame:
 
 def chart_published(r: Reports, colors: dict[str, str]) -> Chart:
     """Published top-1 (external_results): ImageNet val vs ImageNetV2 MatchedFrequency and vs ReaL labels, with
-    this report's models on the same axes when the report's dataset names match."""
+    this report's models on the same axes when the report's dataset names match, each collection's linear and
+    probit fits (``fits``, slope and R² in the panel), the models furthest above and below the probit fit named
+    (``model_analysis``) and buttons colouring the points by collection, family or pretraining regime."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -524,33 +635,59 @@ def chart_published(r: Reports, colors: dict[str, str]) -> Chart:
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p[2] for p in panels], horizontal_spacing=0.08)
     fig.update_annotations(font={"size": 13})  # the subplot titles
     mm = r.get("model_metrics")
+    collections = sorted(pd.unique(pd.concat([p[3]["collection"] for p in panels])))
+    groups = {c: model_groups(r, c) for c in collections}
+    kinds = [k for k in ("family", "pretrain") if any(groups.values())]
+    later: list[tuple[Any, int]] = []
     shown: set[str] = set()
+    fitted = False
     for i, (x_ds, y_ds, _, pairs) in enumerate(panels, start=1):
-        xs_all = [100 * v for v in pairs["x"]] + [100 * v for v in pairs["y"]]
+        values = [100 * v for v in pairs["x"]] + [100 * v for v in pairs["y"]]
+        hover = (f"<b>%{{text}}</b><br>{esc(x_ds)}: %{{x:.2f}} %<br>{esc(y_ds)}: %{{y:.2f}} %%{{customdata[0]}}"
+                 "<extra>%{customdata[1]}</extra>")  # fmt: skip
+        axis = "" if i == 1 else str(i)
         for collection in sorted(pd.unique(pairs["collection"])):
             p = pairs[pairs["collection"] == collection]
             style = COLLECTION_STYLE.get(collection, OTHER_COLLECTION_STYLE)
             sizes = ["" if s < 0 else f" @ {int(s)} px" for s in p["img_size"]]
+            entries = [groups[collection].get((m, int(s))) for m, s in zip(p["model"], p["img_size"])]
+            custom = [[_about(e), esc(collection)] for e in entries]
+            names = [esc(f"{m}{s}") for m, s in zip(p["model"], sizes)]
+            xs, ys = [pct(v) for v in p["x"]], [pct(v) for v in p["y"]]
             fig.add_trace(
                 go.Scatter(
-                    x=[pct(v) for v in p["x"]],
-                    y=[pct(v) for v in p["y"]],
+                    x=xs,
+                    y=ys,
                     mode="markers",
                     name=esc(f"{collection} ({len(p):,} models)" if i == 1 else collection),
                     legendgroup=f"pub-{collection}",
-                    text=[esc(f"{m}{s}") for m, s in zip(p["model"], sizes)],
+                    text=names,
+                    customdata=custom,
                     marker={"color": style["color"], "symbol": style["symbol"], "size": 6},
-                    hovertemplate=f"<b>%{{text}}</b><br>{esc(x_ds)}: %{{x:.2f}} %<br>{esc(y_ds)}: %{{y:.2f}} %"
-                    f"<extra>{esc(collection)}</extra>",
+                    cliponaxis=False,
+                    hovertemplate=hover,
                     showlegend=i == 1 or collection not in set(panels[0][3]["collection"]),
+                    meta="color:default",
                 ),
                 row=1,
                 col=i,
             )
+            rows = fit_rows(r, collection, x_ds, y_ds, "top1")
+            if rows:
+                fitted = True
+                later += [(t, i) for t in fit_traces(rows, collection, show_legend=i == 1)]
+                fig.add_annotation(fit_annotation(rows, f"x{axis} domain", f"y{axis} domain", f"{collection} ",
+                                                  y=0.03 + 0.09 * collections.index(collection)))  # fmt: skip
+            robustness = [(e or {}).get("residuals", {}).get((y_ds, "top1"), (None, None))[1] for e in entries]
+            for label in extreme_labels(xs, ys, names, robustness, f"x{axis}", f"y{axis}"):
+                fig.add_annotation(label)
+            for kind in kinds:
+                later += [(t, i) for t in _published_groups(p, names, xs, ys, custom, entries, kind, hover, i == 1,
+                                                            style["symbol"])]  # fmt: skip
         overlay = _own_points(mm, r.models, x_ds, y_ds) if y_ds in r.datasets and x_ds in r.datasets else None
         if overlay:
             xs, ys, models = overlay
-            xs_all += xs + ys
+            values += [v for v in xs + ys if v is not None]
             fig.add_trace(
                 go.Scatter(
                     x=xs,
@@ -566,33 +703,33 @@ def chart_published(r: Reports, colors: dict[str, str]) -> Chart:
                         "symbol": "star",
                         "line": {"color": "#111827", "width": 1},
                     },
+                    cliponaxis=False,
                     hovertemplate=f"<b>%{{text}}</b> (this report)<br>{esc(x_ds)}: %{{x:.2f}} %"
                     f"<br>{esc(y_ds)}: %{{y:.2f}} %<extra></extra>",
+                    meta=ROLE_BASE,
                 ),  # fmt: skip
                 row=1,
                 col=i,
             )
             shown.add("own")
-        lo, hi = max(0.0, min(xs_all) - 2), min(100.0, max(xs_all) + 2)
+        lo, hi = _axis_range(values)
         fig.add_trace(
-            go.Scatter(
-                x=[lo, hi],
-                y=[lo, hi],
-                mode="lines",
-                line=YX_LINE,
-                name="y = x",
-                legendgroup="yx",
-                showlegend=i == 1,
-                hoverinfo="skip",
-            ),  # fmt: skip
-            row=1,
-            col=i,
-        )
-        axis = "" if i == 1 else str(i)
+            go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=YX_LINE, name="y = x", legendgroup="yx",
+                       showlegend=i == 1, hoverinfo="skip", meta=ROLE_BASE),
+            row=1, col=i,
+        )  # fmt: skip
         fig.update_xaxes(range=[lo, hi], title={"text": f"{esc(x_ds)} top-1 (%)"}, constrain="domain", row=1, col=i)
         fig.update_yaxes(range=[lo, hi], title={"text": f"{esc(y_ds)} top-1 (%)"}, scaleanchor=f"x{axis}",
                          scaleratio=1, constrain="domain", row=1, col=i)  # fmt: skip
-    fig.update_layout(_panels_layout(height=600))
+    for trace, col in later:
+        fig.add_trace(trace, row=1, col=col)
+    extra: dict[str, Any] = {}
+    height, top, bottom = (690, 160, 60) if kinds else (600, 100, 60)
+    if kinds:
+        extra["updatemenus"] = [
+            {**colour_toggle(fig.data, "collection", kinds), "y": 1 + 112 / (height - top - bottom)}
+        ]
+    fig.update_layout(_panels_layout(height=height, top=top, bottom=bottom, **extra))
     used = {d for x, y, _, _ in panels for d in (x, y)}
     sources = ", ".join(sorted(pd.unique(ext[ext["dataset"].isin(used)]["source"].astype(str))))
     caption = (
@@ -600,9 +737,36 @@ def chart_published(r: Reports, colors: dict[str, str]) -> Chart:
         f"<code>mlray import-results</code> from {esc(sources)}. Points below the dashed y = x line lose accuracy "
         "on the second dataset; points above it gain (ReaL labels credit every valid label)."
     )
+    if fitted:
+        caption += (" Lines: each collection's least-squares fit of y on x (<code>fits</code>), solid on the "
+                    "linear scale and dotted on the probit scale, where a model's distance above the line is its "
+                    "effective robustness (Taori et al. 2020); named: the two models furthest above and below it "
+                    "(<code>model_analysis</code>).")  # fmt: skip
     if "own" in shown:
         caption += " Stars: this report's models (its datasets carry the same names)."
     return Chart("published", title, _figure_json(fig), caption)
+
+
+def _published_groups(
+    p: pd.DataFrame, names: list[str], xs: list, ys: list, custom: list, entries: list, kind: str, hover: str,
+    show_legend: bool, symbol: str,
+) -> list[Any]:  # fmt: skip
+    """One collection's points in one panel split by family or pretraining regime (hidden until chosen)."""
+    import plotly.graph_objects as go
+
+    labels = [(e or {}).get(kind, "") for e in entries]
+    legend = colour_groups(labels, kind)
+    drawn = [group_of(g, legend) for g in labels]
+    out = []
+    for group, name, color in legend:
+        idx = [j for j, g in enumerate(drawn) if g == group]
+        out.append(go.Scatter(
+            x=[xs[j] for j in idx], y=[ys[j] for j in idx], mode="markers", name=esc(name),
+            legendgroup=f"{kind}-{group}", showlegend=show_legend, text=[names[j] for j in idx],
+            customdata=[custom[j] for j in idx], visible=False, cliponaxis=False, hovertemplate=hover,
+            marker={"color": color, "symbol": symbol, "size": 6}, meta=f"color:{kind}",
+        ))  # fmt: skip
+    return out
 
 
 def _own_points(

@@ -1,5 +1,5 @@
 """The dashboard page: the header (source, datasets, headline cards), the story section when the folder holds a
-``composition_effect`` report (the demo's), the four sections of charts and tables, and the self-contained HTML
+``composition_effect`` report (the demo's), the five sections of charts and tables, and the self-contained HTML
 file built from the templates in ``mlray/dashboard/assets`` (plotly.js, the stylesheet, the script and the data
 all inlined, so it opens offline)."""
 
@@ -25,6 +25,16 @@ from .charts import (
     chart_subgroups,
 )
 from .load import Reports, load_reports, missing
+from .population import (
+    NOTE,
+    chart_groups,
+    chart_rank_changes,
+    headline_pairs,
+    table_fits,
+    table_groups,
+    table_model_analysis,
+    table_rank_changes,
+)
 from .style import COMPOSITION_COLOR, PUBLISHED_COLOR, dataset_colors, esc, fmt_pct, num
 from .tables import (
     table_comparison,
@@ -180,6 +190,23 @@ def page_content(r: Reports) -> tuple[list[Chart], str, dict[str, Any]]:
         [*(_chart_html(c) for c in gaps), _wrap_table("Gap decomposition", table_gaps(r))],
     )  # fmt: skip
 
+    ranks = chart_rank_changes(r)
+    group_charts = [chart_groups(r, i, c, a_ref, b) for i, (c, a_ref, b) in enumerate(headline_pairs(r))]
+    if not group_charts:
+        group_charts = [Chart("groups-0", "Groups", note=missing("group_summaries", NOTE))]
+    population_section = _section(
+        "population", "Across models: fits, rankings, families",
+        "Which models rank several valid labels well and why: the rankings under top-1 and ASMA, and what "
+        "pretraining data and architecture family explain, as means over groups of models with bootstrap intervals "
+        "(<code>mlray analyze</code>: <code>fits</code>, <code>rank_changes</code>, <code>model_analysis</code>, "
+        "<code>group_summaries</code>). The fit lines on the scatters above and below come from the same reports.",
+        [_chart_html(ranks), *(_chart_html(c) for c in group_charts),
+         _wrap_table("Fits of B on A across models", table_fits(r)),
+         _wrap_table("Rank changes from top-1", table_rank_changes(r)),
+         _wrap_table("Group means", table_groups(r)),
+         _wrap_table("Per-model analysis", table_model_analysis(r))],
+    )  # fmt: skip
+
     pub = chart_published(r, colors)
     pub_section = _section(
         "published", "Published results",
@@ -199,7 +226,7 @@ def page_content(r: Reports) -> tuple[list[Chart], str, dict[str, Any]]:
             [_chart_html(story), _wrap_table("How much of the drop is the mix", table_composition(r))],
         )  # fmt: skip
 
-    charts = [*([story] if story is not None else []), hist, share, *scatters, sub, *gaps, pub]
+    charts = [*([story] if story is not None else []), hist, share, *scatters, sub, *gaps, ranks, *group_charts, pub]
     chips = "".join(f'<span class="chip" style="--accent:{colors[d]}">{esc(d)}</span>' for d in r.datasets)
     found = ", ".join(f"<code>{esc(p.name)}</code>" for p in r.files.values())
     built = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -220,9 +247,11 @@ multi-label images, and published results for context.</p>
 {_cards(r, colors)}
 <nav>{'<a href="#story">The label-count mix alone</a>' if story_section else ""}<a href="#labels">Label statistics</a>
 <a href="#models">Models across datasets</a>
-<a href="#gap">Where the gap comes from</a><a href="#published">Published results</a></nav>
+<a href="#gap">Where the gap comes from</a><a href="#population">Across models</a>
+<a href="#published">Published results</a></nav>
 </header>"""
-    body = "\n".join(p for p in [header, story_section, labels_section, models_section, gap_section, pub_section] if p)
+    sections = [header, story_section, labels_section, models_section, gap_section, population_section, pub_section]
+    body = "\n".join(p for p in sections if p)
     data = {
         "meta": {
             "source": str(r.directory.resolve()),

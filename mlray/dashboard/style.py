@@ -20,6 +20,37 @@ COLLECTION_STYLE = {
     "imagenet-testbed": {"color": "rgba(124, 58, 237, 0.55)", "symbol": "square"},
 }
 OTHER_COLLECTION_STYLE = {"color": "rgba(31, 41, 55, 0.5)", "symbol": "triangle-up"}
+FIT_STYLE = {  # the fit lines drawn over an A-vs-B scatter (mlray analyze's fits report)
+    "linear": {"color": "#111827", "width": 1.6, "dash": "solid"},
+    "probit": {"color": "#7c3aed", "width": 1.6, "dash": "dot"},
+}
+FAMILY_COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#8c564b", "#F0E442",
+                 "#1f2937", "#7c3aed")  # fmt: skip
+REGIME_COLORS = {
+    "image-text": "#D55E00",
+    "jft": "#CC79A7",
+    "ig-yfcc": "#E69F00",
+    "self-supervised": "#009E73",
+    "in21k": "#0072B2",
+    "in1k-distilled": "#56B4E9",
+    "in1k-adversarial": "#8c564b",
+    "in1k": "#9ca3af",
+}
+OTHER_GROUP_COLOR = "rgba(156, 163, 175, 0.6)"
+MODEL_SYMBOLS = (
+    "circle",
+    "square",
+    "diamond",
+    "triangle-up",
+    "x",
+    "cross",
+    "triangle-down",
+    "pentagon",
+    "star",
+    "hexagon",
+)  # the per-model markers of the accuracy-by-label-count lines
+
+RISE_COLOR, FALL_COLOR, SAME_COLOR = "#009E73", "#D55E00", "#9ca3af"
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
 
 METRIC_LABELS = {
@@ -32,6 +63,7 @@ METRIC_LABELS = {
     "vtopk_any": "Variable top-k (lenient)",
     "asma_vtopk_all": "ASMA (variable top-k, strict)",
     "ml_acc_shankar": "Multi-label accuracy (Shankar et al.)",
+    "mlpc": "MLPC (all valid labels in the top k, multi-label images)",
 }
 SCATTER_METRICS = ("top1", "real_top1", "vtopk_all", "asma_vtopk_all")  # the paper's figure
 SUBGROUP_METRICS = ("top1", "real_top1", "vtopk_all")
@@ -44,6 +76,8 @@ PUBLISHED_PAIRS = (  # (x dataset, y dataset, panel title) of the published-resu
     ("imagenet-val", "imagenetv2-matched-frequency", "ImageNet val vs ImageNetV2 MatchedFrequency (top-1)"),
     ("imagenet-val", "imagenet-val-real", "ImageNet val: original vs ReaL labels (top-1)"),
 )
+RANK_METRICS = ("top1", "asma_vtopk_all")  # the rank-change chart: rankings under these two metrics
+ANALYSIS_TABLE_METRICS = ("top1", "real_top1", "vtopk_all", "asma_vtopk_all", "mlpc")
 PUBLISHED_TABLE_DATASETS = ("imagenet-val", "imagenet-val-real", "imagenetv2-matched-frequency")
 
 

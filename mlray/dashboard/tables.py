@@ -50,7 +50,9 @@ def _cell(value: object, kind: str, tip: str = "", text: str | None = None, miss
 
 
 def _table(tid: str, columns: list[Column], rows: list[list[str]], caption: str = "", filter_box: bool = False) -> str:
-    """A sortable table (``id=tid``) with its caption below and, with ``filter_box``, a filter box above."""
+    """A sortable table (``id=tid``) with its caption below and, above it, a filter box (with ``filter_box``) and
+    the hint shown when the table is wider than the page (``dashboard.js`` marks it; the wrapper then scrolls
+    sideways with a visible scroll bar and the first column stays in view)."""
     head = "".join(
         f'<th scope="col" data-type="{"text" if c.kind == "text" else "num"}"'
         + (f' title="{esc(c.tip)}"' if c.tip else "")
@@ -58,11 +60,13 @@ def _table(tid: str, columns: list[Column], rows: list[list[str]], caption: str 
         for c in columns
     )
     body = "\n".join("<tr>" + "".join(r) + "</tr>" for r in rows)
-    tools = ""
+    hint = (f'<span class="scroll-hint" data-table="{tid}">⇆ wider than the page: scroll sideways for more '
+            "columns (the first column stays)</span>")  # fmt: skip
+    tools = f'<div class="table-tools">{hint}</div>'
     if filter_box:
         tools = (f'<div class="table-tools"><input type="search" class="table-filter" data-table="{tid}" '
                  f'placeholder="filter rows…" aria-label="filter rows"><span class="row-count" data-table="{tid}">'
-                 f"{len(rows):,} rows</span></div>")  # fmt: skip
+                 f"{len(rows):,} rows</span>{hint}</div>")  # fmt: skip
     cap = f'<p class="caption">{caption}</p>' if caption else ""
     return (f'{tools}<div class="table-wrap"><table class="sortable" id="{tid}"><thead><tr>{head}</tr></thead>'
             f"<tbody>\n{body}\n</tbody></table></div>{cap}")  # fmt: skip

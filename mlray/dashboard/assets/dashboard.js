@@ -88,7 +88,17 @@
     });
   }
 
+  /* A table wider than its block scrolls sideways: mark the block so the hint and the edge shadow show. */
+  function markWideTables() {
+    document.querySelectorAll(".table-wrap").forEach(function (wrap) {
+      var block = wrap.closest(".table-block") || wrap.parentElement;
+      block.classList.toggle("scrolls-x", wrap.scrollWidth > wrap.clientWidth + 1);
+    });
+  }
+
   document.querySelectorAll("table.sortable").forEach(makeSortable);
+  markWideTables();
+  window.addEventListener("resize", markWideTables);
   document.querySelectorAll("input.table-filter").forEach(makeFilter);
   drawCharts();
 })();
