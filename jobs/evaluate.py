@@ -4,9 +4,11 @@
         python jobs/evaluate.py jobs/configs/imagenet-v1-v2.yaml --out s3://YOUR-BUCKET/mlray/paper-run
 
 Writes ``OUT/predictions/...`` (the prediction store), ``OUT/errors/...``, ``OUT/run_manifest.json`` and
-``OUT/reports/*.parquet`` (see :mod:`mlray.evaluate`). ``--out`` may be a local folder or a URI; for a URI an
-existing remote prediction store is copied down first, so a resubmitted job only infers the shards it lacks
-(details in :mod:`mlray.output`). Exit status 0 on success, 2 on a user-input error (one line), 1 otherwise.
+``OUT/reports/*.parquet`` (see :mod:`mlray.evaluate`). ``--out`` may be a local folder or a URI: each finished shard
+part reaches it as soon as it is written, and a resubmitted job resumes by listing the parts already there
+(nothing is downloaded first; details in :mod:`mlray.output`). Labels, models, weights and ``--out`` are checked
+before the job joins the cluster (:mod:`mlray.checks`). Exit status 0 on success, 2 on a user-input error (one
+line), 130 when stopped (``ray job stop``: SIGTERM; one line says what is stored), 1 otherwise.
 """
 
 from __future__ import annotations
@@ -15,8 +17,6 @@ import sys
 from pathlib import Path
 
 from mlray.jobs import connect, job_parser, run_main
-
-STORE = ("predictions", "errors")  # what a resubmitted job reuses: copied down first, uploaded even on failure
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -39,28 +39,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gpu-wait", type=float, default=1800, help="Seconds to wait for --gpus before giving up.")
     args = parser.parse_args(argv)
 
+    from mlray.checks import preflight
     from mlray.cluster import gpus_requested
     from mlray.config import load_config
     from mlray.console import InferenceProgress, inference_lines, print_headline, resumable, stats_lines
-    from mlray.evaluate import evaluate
+    from mlray.evaluate import accounting_lines, evaluate
     from mlray.output import destination
-    from mlray.store import store_folders
 
-    cfg = load_config(args.config)  # a bad config fails here, before joining the cluster
+    cfg = load_config(args.config)  # a bad config, label file, model or --out fails here, before joining the cluster
     params = cfg.scoring.params(
         max_group=args.max_group, min_group_size=args.min_group_size, n_boot=args.n_boot, seed=args.seed
     )
-    connect(args.address)
+    preflight(cfg, models=True)
     # only the config's datasets: the same --out may hold other datasets' predictions from earlier runs
     with_images = [d.name for d in cfg.datasets if d.images is not None]
-    pull = tuple(folder for root in STORE for folder in store_folders(root, with_images))
-    with (
-        destination(args.out, args.scratch, pull=pull, keep_on_failure=STORE) as dest,
-        gpus_requested(args.gpus, args.gpu_wait),
-        resumable(dest.local / "predictions", "the same job"),
-    ):
-        result = evaluate(cfg, dest.local, params, progress=InferenceProgress(live=False))
-        for line in inference_lines(result.inference, with_images):
+    with destination(args.out, args.scratch) as dest:
+        connect(args.address)
+        with gpus_requested(args.gpus, args.gpu_wait), resumable(dest.local / "predictions", "the same job"):
+            result = evaluate(cfg, dest, params, progress=InferenceProgress(live=False))
+        for line in inference_lines(result.inference, with_images) + accounting_lines(result.inference, with_images):
             print(line, flush=True)
         for line in stats_lines(result.stats):
             print(line)

@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--show", type=int, default=20, help="(model, dataset) rows of headline metrics to print.")
     args = parser.parse_args(argv)
 
+    from mlray.checks import check_labels, check_predictions
     from mlray.config import load_config
     from mlray.console import print_scores
     from mlray.output import destination, fetch_inputs
@@ -52,12 +53,14 @@ def main(argv: list[str] | None = None) -> None:
     params = cfg.scoring.params(
         max_group=args.max_group, min_group_size=args.min_group_size, n_boot=args.n_boot, seed=args.seed
     )
-    connect(args.address)
+    check_labels(cfg)  # labels and prediction files to import are checked before joining the cluster
+    check_predictions(args.predictions, args.dataset, args.model)
     with (
         destination(args.out, args.scratch) as dest,
         tempfile.TemporaryDirectory(prefix="mlray-inputs-", dir=args.scratch) as tmp,
     ):
         inputs = fetch_inputs(args.predictions, Path(tmp))  # URIs copied down; local paths as they are
+        connect(args.address)
         result = score_report(
             cfg, inputs, dest.local, params, dataset=args.dataset, model=args.model,
             models_per_task=args.models_per_task,

@@ -4,7 +4,7 @@
         python jobs/stats.py jobs/configs/labels-v1-v2.yaml --out s3://YOUR-BUCKET/mlray/labels
 
 Writes ``dataset_stats``, ``label_count_hist``, ``class_stats``, ``cooccurrence`` and ``dataset_comparison``
-(``.parquet``) into ``--out`` (a local folder or a URI; see ``mlray/output.py``). Without a config: the built-in
+(``.parquet``) into ``--out`` (a local folder or a URI; see :mod:`mlray.output`). Without a config: the built-in
 default (ImageNet val with timm's ReaL labels). Exit status 0 on success, 2 on a user-input error (one line),
 1 otherwise.
 """
@@ -29,15 +29,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true", help="Print the summary as JSON.")
     args = parser.parse_args(argv)
 
+    from mlray.checks import check_labels
     from mlray.config import default_config, load_config
     from mlray.console import stats_lines
     from mlray.output import destination
     from mlray.reports import stats_report
 
     cfg = default_config() if args.config is None else load_config(args.config)
+    check_labels(cfg)  # every label source read and checked before joining the cluster
     log = sys.stderr if args.json else sys.stdout  # with --json, stdout is the JSON document only
-    connect(args.address, log)
     with destination(args.out, args.scratch, log=log) as dest:
+        connect(args.address, log)
         result = stats_report(cfg, dest.local, top_pairs=args.top_pairs, top_classes=args.top_classes)
         if args.json:
             summary = result.summary_json()

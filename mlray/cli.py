@@ -21,8 +21,11 @@ from .console import (
     InferenceProgress,
     console,
     pct,
+    print_analysis,
+    print_demo_story,
     print_demo_summary,
     print_inference,
+    print_plan,
     print_published_gaps,
     print_scores,
     print_stats,
@@ -59,7 +62,20 @@ ConfigArg = Annotated[
     Optional[Path],
     typer.Argument(help="Run config (YAML). Without it: the built-in default, ImageNet val with timm's ReaL labels."),
 ]
-OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Report directory (created if missing).")]
+OutOpt = Annotated[
+    str,
+    typer.Option(
+        "--out", "-o", help="Report directory: a local folder or a URI (s3://, gs://, ...; created if missing)."
+    ),
+]
+ScratchOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--scratch",
+        envvar="MLRAY_SCRATCH",
+        help="Local scratch folder for a URI --out (default: $MLRAY_SCRATCH, else the system temp folder).",
+    ),
+]
 AddressOpt = Annotated[
     Optional[str],
     typer.Option("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else start a local one)."),
@@ -87,7 +103,7 @@ def _load(config: Path | None):
 @app.command()
 def stats(
     config: ConfigArg = None,
-    out: OutOpt = Path("mlray-out/stats"),
+    out: OutOpt = "mlray-out/stats",
     top_pairs: Annotated[
         int, typer.Option(help="How many of the most frequent class pairs to keep per dataset.")
     ] = 100,
@@ -95,21 +111,27 @@ def stats(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON (for scripts).")] = False,
     address: AddressOpt = None,
     num_cpus: CpusOpt = None,
+    scratch: ScratchOpt = None,
 ) -> None:
     """Label statistics per dataset and label-distribution comparison per pair, as Parquet reports."""
     from . import cluster
+    from .checks import check_labels
+    from .output import destination
     from .reports import stats_report
 
     cfg = _load(config)
-    cluster.connect(address, num_cpus)
-    result = stats_report(cfg, out, top_pairs=top_pairs, top_classes=top_classes)
-    if as_json:
-        print(json.dumps(result.summary_json(), indent=2))
-        return
-    print_stats(result)
-    console.print(
-        f"reports in [bold]{out}[/] ({', '.join(p.name for p in result.paths.values())}); {result.seconds:.1f} s"
-    )
+    check_labels(cfg)  # every label source read and checked before Ray starts
+    with destination(out, scratch, log=sys.stderr if as_json else None) as dest:
+        cluster.connect(address, num_cpus)
+        result = stats_report(cfg, dest.local, top_pairs=top_pairs, top_classes=top_classes)
+        if as_json:
+            print(json.dumps(result.summary_json(), indent=2))
+            return
+        print_stats(result)
+        console.print(
+            f"reports in [bold]{dest.show()}[/] ({', '.join(p.name for p in result.paths.values())}); "
+            f"{result.seconds:.1f} s"
+        )
 
 
 @app.command("import-results")
@@ -118,32 +140,68 @@ def import_results_cmd(
         list[Path],
         typer.Argument(help="timm results-*.csv files, imagenet-testbed robustness_top1s.csv, or folders of them."),
     ],
-    out: OutOpt = Path("mlray-out/reports"),
+    out: OutOpt = "mlray-out/reports",
+    scratch: ScratchOpt = None,
 ) -> None:
     """Import published aggregate results (timm, imagenet-testbed) into external_results.parquet."""
     from .external import import_results
+    from .output import destination
 
-    df, summary, path = import_results(paths, out)
-    console.print(
-        f"{len(df):,} rows: {df['model'].nunique():,} models x {df['dataset'].nunique()} datasets "
-        f"from {df['source'].nunique()} files -> [bold]{path}[/]"
-    )
-    print_published_gaps(summary)
+    with destination(out, scratch) as dest:
+        df, summary, path = import_results(paths, dest.local)
+        console.print(
+            f"{len(df):,} rows: {df['model'].nunique():,} models x {df['dataset'].nunique()} datasets "
+            f"from {df['source'].nunique()} files -> [bold]{dest.show(path.name)}[/]"
+        )
+        print_published_gaps(summary)
+
+
+@app.command()
+def analyze(
+    reports: Annotated[
+        str,
+        typer.Argument(
+            help="Report folder (model_metrics / subgroup_metrics of mlray score or evaluate, external_results of "
+            "mlray import-results; or an evaluate output folder, whose reports/ is read); local or a URI."
+        ),
+    ],
+    out: Annotated[
+        Optional[str],
+        typer.Option("--out", "-o", help="Where to write the analysis reports (default: the report folder)."),
+    ] = None,
+    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples over models for the intervals (0 = none).")] = 1000,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    scratch: ScratchOpt = None,
+) -> None:
+    """Fits of one dataset on another across models (linear, probit: effective robustness), rank changes from
+    top-1 to the multi-label metrics, per-model family / pretraining / MLPC, and group summaries."""
+    import tempfile
+
+    from .analysis import analyze as run_analysis
+    from .analysis import find_inputs
+    from .output import destination, fetch_inputs
+
+    with tempfile.TemporaryDirectory(prefix="mlray-analyze-", dir=scratch) as tmp:
+        (local,) = fetch_inputs([reports], Path(tmp) / "in")
+        source = find_inputs(local)
+        target = out if out is not None else (reports if source == local else f"{reports.rstrip('/')}/reports")
+        with destination(target, scratch) as dest:
+            print_analysis(run_analysis(source, dest.local, n_boot=n_boot, seed=seed), where=dest.show())
 
 
 @app.command()
 def score(
     config: Annotated[Path, typer.Argument(help="Run config (YAML) naming the datasets and their labels.")],
     predictions: Annotated[
-        list[Path],
+        list[str],
         typer.Option(
             "--predictions",
             "-p",
             help="Prediction store folders, store Parquet files, or CSV/Parquet files to import "
-            "(image_id + top1 or topk). Several may follow one --predictions.",
+            "(image_id + top1 or topk), local or URIs. Several may follow one --predictions.",
         ),
     ],
-    out: OutOpt = Path("mlray-out/reports"),
+    out: OutOpt = "mlray-out/reports",
     dataset: Annotated[
         Optional[str], typer.Option(help="Dataset of imported files that have no 'dataset' column.")
     ] = None,
@@ -157,54 +215,75 @@ def score(
     ] = 16,
     address: AddressOpt = None,
     num_cpus: CpusOpt = None,
+    scratch: ScratchOpt = None,
 ) -> None:
     """Score stored predictions: every multi-label metric, subgroups, ASMA, CIs and the gap decomposition."""
+    import tempfile
+
     from . import cluster
+    from .checks import check_labels, check_predictions
     from .config import load_config
+    from .output import destination, fetch_inputs
     from .reports import score_report
 
     cfg = load_config(config)
     params = cfg.scoring.params(max_group=max_group, min_group_size=min_group_size, n_boot=n_boot, seed=seed)
-    cluster.connect(address, num_cpus)
-    result = score_report(cfg, predictions, out, params, dataset=dataset, model=model, models_per_task=models_per_task)
-    print_scores(result, [d.name for d in cfg.datasets])
-    console.print(
-        f"reports in [bold]{out}[/] ({', '.join(p.name for p in result.paths.values())}); {result.seconds:.1f} s"
-    )
+    check_labels(cfg)  # labels and prediction files to import are checked before Ray starts
+    check_predictions(predictions, dataset, model)
+    with destination(out, scratch) as dest, tempfile.TemporaryDirectory(prefix="mlray-inputs-", dir=scratch) as tmp:
+        inputs = fetch_inputs(predictions, Path(tmp))  # URIs copied down; local paths as they are
+        cluster.connect(address, num_cpus)
+        result = score_report(
+            cfg, inputs, dest.local, params, dataset=dataset, model=model, models_per_task=models_per_task
+        )
+        print_scores(result, [d.name for d in cfg.datasets])
+        console.print(
+            f"reports in [bold]{dest.show()}[/] ({', '.join(p.name for p in result.paths.values())}); "
+            f"{result.seconds:.1f} s"
+        )
+        from .analysis import analyze as run_analysis  # mlray analyze on the reports just written
+
+        print_analysis(run_analysis(dest.local, n_boot=params.n_boot, seed=params.seed), where=dest.show())
 
 
 @app.command()
 def evaluate(
     config: Annotated[Path, typer.Argument(help="Run config with datasets (images + layout + labels) and models.")],
     out: Annotated[
-        Path,
+        str,
         typer.Option(
             "--out",
             "-o",
-            help="Output directory: predictions/, errors/, run_manifest.json, reports/ "
-            "(created if missing; re-runs resume).",
+            help="Output directory: predictions/, errors/, run_manifest.json, reports/; a local folder or a URI "
+            "(s3://, gs://, ...: each finished shard part is uploaded as it is written). Created if missing; "
+            "re-runs resume.",
         ),
-    ] = Path("mlray-out/evaluate"),
+    ] = "mlray-out/evaluate",
     max_group: MaxGroupOpt = None,
     min_group_size: MinGroupOpt = None,
     n_boot: NBootOpt = None,
     seed: SeedOpt = None,
     address: AddressOpt = None,
     num_cpus: CpusOpt = None,
+    scratch: ScratchOpt = None,
 ) -> None:
     """Inference (reusing stored predictions), then statistics, scores and the dashboard page, into one directory."""
     from . import cluster
+    from .checks import preflight
     from .config import load_config
+    from .output import destination
 
     cfg = load_config(config)
     params = cfg.scoring.params(max_group=max_group, min_group_size=min_group_size, n_boot=n_boot, seed=seed)
-    cluster.connect(address, num_cpus)
-    result = _run_evaluate(cfg, out, params, f"mlray evaluate {config} --out {out}")
-    console.print(
-        f"predictions in [bold]{out / 'predictions'}[/], errors in {out / 'errors'}, "
-        f"reports in [bold]{result.reports}[/]"
-        + (f", dashboard [bold]{result.dashboard}[/]" if result.dashboard else "")
-    )
+    preflight(cfg, models=True)  # labels, models, weights; --out by destination(): all before Ray starts
+    with destination(out, scratch) as dest:
+        cluster.connect(address, num_cpus)
+        result = _run_evaluate(cfg, dest, params, f"mlray evaluate {config} --out {out}")
+        dashboard = dest.show(result.dashboard.relative_to(dest.local).as_posix()) if result.dashboard else None
+        console.print(
+            f"predictions in [bold]{dest.show('predictions')}[/], errors in {dest.show('errors')}, "
+            f"reports in [bold]{dest.show('reports')}[/]" + (f", dashboard [bold]{dashboard}[/]" if dashboard else "")
+        )
 
 
 @app.command()
@@ -221,11 +300,15 @@ def shard(
     that streams best from object storage; read them back with layout: parquet-shards."""
     import time
 
+    from .checks import check_labels
     from .config import load_config
     from .datasets import shard_dataset
+    from .output import check_output
 
     start = time.perf_counter()
     cfg = load_config(config)
+    check_labels(cfg)
+    check_output(out)
     written, labels = shard_dataset(cfg, dataset, out, shard_size, overwrite)
     n_labelled = sum(v is not None for v in labels.table.column("valid").to_pylist())
     console.print(
@@ -241,13 +324,66 @@ def shard(
     )
 
 
-def _run_evaluate(cfg, out: Path, params, command: str):
-    """evaluate() with live progress, then the counts, timings, statistics and scores printed."""
+@app.command()
+def plan(
+    config: Annotated[Path, typer.Argument(help="Run config (YAML) with datasets (images: + layout:) and models.")],
+    gpus: Annotated[
+        Optional[int],
+        typer.Option(
+            "--gpus",
+            help="Plan for this many GPUs, offline (no Ray). Default: the slots of the cluster joined (--address / "
+            "$RAY_ADDRESS), else of a local Ray instance.",
+        ),
+    ] = None,
+    out: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output folder of the run: the shards it already holds are what a resume skips, and the rates its "
+            "earlier runs measured are used.",
+        ),
+    ] = None,
+    as_json: Annotated[
+        Optional[Path], typer.Option("--json", help="Also write the whole plan (every model, every chunk) here.")
+    ] = None,
+    address: AddressOpt = None,
+    num_cpus: CpusOpt = None,
+) -> None:
+    """What a run would do, without running it: the models, preprocessings, images, what the store holds, the
+    schedule and the estimated GPU-hours and wall time (offline with --gpus)."""
+    from .config import load_config
+    from .inference.estimate import estimate_dict, estimate_run
+    from .inference.slots import cluster_nodes, gpu_slot_plan, plan_slots
+
+    cfg = load_config(config)
+    if gpus is not None:
+        slot_plan, slots_from = gpu_slot_plan(gpus, cfg.inference), f"--gpus {gpus}"
+    else:
+        import ray
+
+        from . import cluster
+
+        cluster.connect(address, num_cpus)
+        slot_plan, slots_from = plan_slots(cluster_nodes(ray), cfg.inference), cluster.describe()
+    estimate = estimate_run(cfg, slot_plan, slots_from, out)
+    print_plan(estimate)
+    if as_json is not None:
+        as_json.write_text(json.dumps(estimate_dict(estimate), indent=1))
+        console.print(f"plan written to [bold]{as_json}[/]", soft_wrap=True)
+
+
+def _run_evaluate(cfg, dest, params, command: str):
+    """evaluate() into the :class:`~mlray.output.Destination` ``dest`` with live progress, then the counts (and
+    where every listed entry went), timings, statistics and scores printed."""
+    from .evaluate import accounting_lines
     from .evaluate import evaluate as run
 
-    with resumable(out / "predictions", command):
-        result = run(cfg, out, params, InferenceProgress())
+    with resumable(dest.local / "predictions", command):
+        result = run(cfg, dest, params, InferenceProgress())
     print_inference(result.inference)
+    for line in accounting_lines(result.inference):
+        console.print(line, markup=False, highlight=False)
     print_stats(result.stats)
     print_scores(result.scores, [d.name for d in cfg.datasets])
     return result
@@ -256,18 +392,34 @@ def _run_evaluate(cfg, out: Path, params, command: str):
 @app.command()
 def dashboard(
     reports: Annotated[
-        Path,
-        typer.Argument(help="Report directory (Parquet reports of mlray stats / score / evaluate / import-results)."),
+        str,
+        typer.Argument(
+            help="Report directory (Parquet reports of mlray stats / score / evaluate / import-results); local or a "
+            "URI."
+        ),
     ],
     out: Annotated[
-        Optional[Path], typer.Option("--out", "-o", help="HTML file to write (default: DIR/dashboard.html).")
+        Optional[str],
+        typer.Option("--out", "-o", help="HTML file to write, local or a URI (default: DIR/dashboard.html)."),
     ] = None,
 ) -> None:
     """One self-contained HTML page (works offline) with the charts and sortable tables of a report directory."""
-    from .dashboard import build_dashboard
+    import tempfile
 
-    path = build_dashboard(reports, out)
-    console.print(f"dashboard: [bold]{path}[/] (open it in a browser; it needs no network)", soft_wrap=True)
+    from .dashboard import build_dashboard
+    from .io import scheme_of
+    from .output import check_output_file, fetch_inputs, upload_file
+
+    target = out if out is not None else f"{reports.rstrip('/')}/dashboard.html"
+    check_output_file(target)
+    with tempfile.TemporaryDirectory(prefix="mlray-dashboard-") as tmp:
+        (local_reports,) = fetch_inputs([reports], Path(tmp) / "in")
+        remote = scheme_of(target) is not None
+        path = build_dashboard(local_reports, Path(tmp) / "dashboard.html" if remote else Path(target))
+        if remote:
+            upload_file(path, target)
+    shown = target if remote else path
+    console.print(f"dashboard: [bold]{shown}[/] (open it in a browser; it needs no network)", soft_wrap=True)
 
 
 @app.command()
@@ -361,16 +513,21 @@ def demo(
     import time
 
     from . import cluster
-    from .demo import build_demo, summarize
+    from .demo import build_demo, read_story, summarize
 
     start = time.perf_counter()
-    build = build_demo(out, small=small)
+    build = build_demo(out, small=small)  # the composition story is computed here, without Ray (a few seconds)
+    print_demo_story(read_story(out / "reports"))
     console.print(
         f"demo sets in [bold]{out}[/]: {sum(build.single.n_images.values())} single-object images, "
         f"{sum(build.multi.n_images.values())} multi-object PatchML images; run config {build.config_path}"
     )
-    cluster.connect(address, num_cpus)
-    result = _run_evaluate(build.config, out, build.params, f"mlray demo --out {out}" + (" --small" if small else ""))
+    from .output import destination
+
+    with destination(out) as dest:
+        cluster.connect(address, num_cpus)
+        command = f"mlray demo --out {out}" + (" --small" if small else "")
+        result = _run_evaluate(build.config, dest, build.params, command)
     print_demo_summary(summarize(result.reports))
     dashboard = next((p for p in (result.reports / "dashboard.html", out / "dashboard.html") if p.is_file()), None)
     console.print(
@@ -417,7 +574,10 @@ def _invoke(argv: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point: see the module docstring for the exit status."""
+    """Console entry point: see the module docstring for the exit status (SIGTERM counts as an interrupt)."""
+    from .cluster import interrupt_on_sigterm
+
+    interrupt_on_sigterm()
     args = _expand_multi_options(list(sys.argv[1:] if argv is None else argv))
     return run_guarded(lambda: _invoke(args))
 

@@ -5,8 +5,9 @@ Each entrypoint (``jobs/evaluate.py``, ``jobs/stats.py``, ``jobs/score.py``) par
 ``ray job submit`` sets for the job's driver), calls the library, writes to ``--out`` through
 :func:`mlray.output.destination` (a local folder or an object-store URI) and prints through :mod:`mlray.console`,
 the same console as the ``mlray`` command. :func:`run_main` gives the exit status: 0 on success; 2 for a
-user-input error, printed as one line ``mlray: error: ...`` without a traceback; 130 when interrupted; 1 for
-anything else (with the traceback).
+user-input error, printed as one line ``mlray: error: ...`` without a traceback (checked before the job joins
+the cluster where possible: :mod:`mlray.checks`); 130 when interrupted (Ctrl-C, or SIGTERM from ``ray job stop``),
+with one line saying what is stored; 1 for anything else (with the traceback).
 """
 
 from __future__ import annotations
@@ -24,7 +25,11 @@ def job_parser(description: str) -> argparse.ArgumentParser:
     """An argument parser with the options every job has: ``--out``, ``--address``, ``--scratch``."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
-        "--out", "-o", required=True, help="Output folder: a local path or a URI (s3://, gs://, file://)."
+        "--out",
+        "-o",
+        required=True,
+        help="Output folder: a local path or a URI (s3://, gs://, file://; an S3-compatible endpoint from "
+        "AWS_ENDPOINT_URL). Finished shard parts are uploaded as they are written; a re-run resumes from them.",
     )
     parser.add_argument(
         "--address",
@@ -49,5 +54,9 @@ def connect(address: str | None, log: TextIO | None = None) -> None:
 
 
 def run_main(main: Callable[[list[str] | None], None], argv: list[str] | None = None) -> int:
-    """Run a job's ``main(argv)`` and return its exit status (see the module docstring)."""
+    """Run a job's ``main(argv)`` and return its exit status (see the module docstring); SIGTERM (``ray job
+    stop``) counts as an interrupt (:func:`mlray.cluster.interrupt_on_sigterm`)."""
+    from .cluster import interrupt_on_sigterm
+
+    interrupt_on_sigterm()
     return run_guarded(lambda: main(argv))

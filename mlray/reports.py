@@ -132,8 +132,7 @@ def stats_report(
     names = [d.name for d in config.datasets]
     refs = {n: dataset_task.remote(config, n, top_pairs) for n in names}
     pair_refs = [pair_task.remote(refs[a], refs[b], top_classes) for a, b in itertools.combinations(names, 2)]
-    summaries = cluster.get([refs[n] for n in names])
-    comparisons = cluster.get(pair_refs)
+    summaries, comparisons = cluster.gather([refs[n] for n in names], pair_refs)
     frames = stats_frames(summaries, comparisons)
     paths = {name: write_report(frames[name], out_dir, name) for name in STATS_REPORTS}
     return StatsResult(summaries, frames["dataset_comparison"], paths, time.perf_counter() - start)
@@ -353,8 +352,8 @@ def score_report(
         for m in sorted({u.model for u in units if u.dataset == a}):
             other = score_refs.get((b, m), prepared[b])
             pair_refs.append(pair_task.remote(m, a, b, score_refs[(a, m)], other, params))
-    results = cluster.get(frame_refs)
-    decompositions = cluster.get(pair_refs)
+    others = list(prepared.values()) + list(dict.fromkeys(score_refs.values()))  # fetched on an error only
+    results, decompositions = cluster.gather(frame_refs, pair_refs, also=others)
     frames = {name: pd.concat([r[0][name] for r in results], ignore_index=True) for name in MODEL_REPORTS}
     gaps = pd.concat(decompositions, ignore_index=True) if decompositions else empty_report("gap_decomposition")
     frames["gap_decomposition"] = gaps

@@ -338,15 +338,16 @@ def test_evaluate_job_to_a_uri_resumes_from_the_remote_store_and_score_job_reads
     ds = pd.read_parquet(remote / "reports" / "dataset_stats.parquet").iloc[0]
     assert (ds.n_images, ds.n_labelled, ds.n_multi) == (6, want["n_labelled"], want["n_multi"]) == (6, 5, 3)
 
-    # a lost shard on the remote store: the next run copies the store down and infers only that shard's 3 images;
-    # the untouched part is not uploaded again
+    # a lost shard on the remote store: the next run lists the remote parts (nothing is copied down to decide)
+    # and infers only that shard's 3 images; the untouched part is not uploaded again
     kept = store / parts[0]
     kept_mtime = kept.stat().st_mtime_ns
     (store / parts[1]).unlink()
     assert evaluate_job.run_main(evaluate_job.main, args) == 0
     out = capsys.readouterr().out
-    assert "resuming: copied 3 stored files down" in out  # predictions s00000 + errors s00000, s00001
+    assert "photos: reused 1 of 2 shards from the store" in out
     assert "photos: 6 images x 1 model = 6 predictions + 0 errors; 3 images inferred" in out
+    assert "photos: 6 entries = 6 images + 0 error rows + 0 skipped by extension" in out
     assert kept.stat().st_mtime_ns == kept_mtime
     assert sorted(p.name for p in store.iterdir()) == parts
     again = read_predictions(remote / "predictions").to_pandas().set_index("image_id").sort_index()
@@ -424,12 +425,14 @@ def test_job_errors_are_one_line_with_exit_status_2(ray_cluster, tmp_path, capsy
     assert err.startswith("mlray: error: nosuchscheme://bucket/x: not a usable output URI (") and err.count("\n") == 1
     # --gpus on a cluster that cannot grow: the wait ends with one line, the autoscaler request is withdrawn
     out = tmp_path / "gpu-out"
-    assert (
-        evaluate_job.run_main(
-            evaluate_job.main, [str(CONFIGS / "new-variant.yaml"), "--out", str(out), "--gpus", "1", "--gpu-wait", "1"]
-        )
-        == 2
+    local = tmp_path / "local.yaml"
+    local.write_text(
+        "datasets:\n  - {name: v, images: imgs, layout: imagenet-val-flat, labels: {multi: {format: real-json}}}\n"
+        "models:\n  - {name: test_efficientnet, weights: none}\n"
     )
+    (tmp_path / "imgs").mkdir()
+    gpu_args = [str(local), "--out", str(out), "--gpus", "1", "--gpu-wait", "1"]
+    assert evaluate_job.run_main(evaluate_job.main, gpu_args) == 2
     captured = capsys.readouterr()
     assert "waiting for GPUs: 0 of 1 after 0 s" in captured.out
     assert captured.err == (

@@ -9,6 +9,7 @@
 ``reader``     :func:`read_store`, :func:`read_predictions`, :func:`read_errors`: read back, never a row twice
 ``importers``  :func:`import_predictions`: CSV / Parquet predictions made elsewhere -> a prediction table
 ``align``      :func:`align`: a model's predictions in the row order of a dataset's labels
+``remote``     :func:`open_remote`, :func:`linked`: a store on object storage, each part published as written
 =============  ==============================================================================================
 
 How the store lies on disk, and how to read it with pandas, pyarrow or DuckDB: :mod:`mlray.store.layout`.
@@ -27,6 +28,7 @@ from .layout import (
     list_partitions,
     name_of_folder,
     part_name,
+    part_names,
     part_tag,
     partition_dir,
     parts,
@@ -41,6 +43,7 @@ from .layout import (
 )
 from .ranks import softmax, topk_from_scores
 from .reader import count_rows, read_errors, read_predictions, read_store
+from .remote import RemoteFolder, linked, open_remote, publish
 from .schema import (
     CLASS_LIST,
     DEFAULT_K,
@@ -65,6 +68,7 @@ __all__ = [
     "PREDICTIONS_DIR",
     "PREDICTIONS_SCHEMA",
     "PROB_LIST",
+    "RemoteFolder",
     "Aligned",
     "align",
     "check_layout",
@@ -77,14 +81,18 @@ __all__ = [
     "finished_shards",
     "folder_name",
     "import_predictions",
+    "linked",
     "list_partitions",
     "name_of_folder",
+    "open_remote",
     "part_name",
+    "part_names",
     "part_tag",
     "partition_dir",
     "parts",
     "predictions_root",
     "predictions_table",
+    "publish",
     "read_errors",
     "read_predictions",
     "read_store",

@@ -44,6 +44,8 @@ from urllib.parse import quote, unquote
 import numpy as np
 
 from ..errors import MlrayError
+from .remote import remote_names
+from .remote import shown as shown_path
 
 PREDICTIONS_DIR = "predictions"
 ERRORS_DIR = "errors"
@@ -193,9 +195,19 @@ def list_partitions(root: str | os.PathLike) -> list[tuple[str, str, list[Path]]
     return sorted(out, key=lambda t: (t[0], t[1]))
 
 
+def part_names(folder: str | os.PathLike) -> list[str]:
+    """The names of the part files of a partition folder, sorted: the local ones, and for an output folder linked
+    to a remote store (:func:`mlray.store.remote.linked`) the remote ones too, listed by name (nothing is
+    downloaded)."""
+    names = {p.name for p in parts(folder)}
+    names.update(n for n in remote_names(folder) or () if part_tag(n) is not None)
+    return sorted(names)
+
+
 def stored_tags(root: str | os.PathLike, dataset: str, model: str) -> frozenset[str]:
-    """The shards the (dataset, model) partition of a store ``root`` holds a part of."""
-    tags = (part_tag(p) for p in parts(partition_dir(root, dataset, model)))
+    """The shards the (dataset, model) partition of a store ``root`` holds a part of (the remote store's parts
+    included when ``root`` is linked to one, see :func:`part_names`)."""
+    tags = (part_tag(n) for n in part_names(partition_dir(root, dataset, model)))
     return frozenset(t for t in tags if t is not None)
 
 
@@ -232,6 +244,7 @@ def refuse_stale_parts(out: str | os.PathLike, dataset: str, model: str, planned
     for folder, stale in stale_parts(out, dataset, model, planned).items():
         shown = ", ".join(part_name(t) for t in stale[:3]) + (", ..." if len(stale) > 3 else "")
         raise MlrayError(
-            f"{folder}: holds {len(stale)} part(s) of shards this run does not plan ({shown}): the images or the "
-            "shard_size changed since they were written. Use a new --out, or delete that folder to redo it"
+            f"{shown_path(folder)}: holds {len(stale)} part(s) of shards this run does not plan ({shown}): the "
+            "images or the shard_size changed since they were written. Use a new --out, or delete that folder to "
+            "redo it"
         )

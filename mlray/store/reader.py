@@ -17,7 +17,16 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import MlrayError, first_line
-from .layout import list_partitions, name_of_folder, partition_dir, parts, refuse_hive_folder, subfolders
+from .layout import (
+    list_partitions,
+    name_of_folder,
+    part_names,
+    partition_dir,
+    parts,
+    refuse_hive_folder,
+    subfolders,
+)
+from .remote import remote_rows
 from .schema import ERRORS_SCHEMA, KEY_COLUMNS, LOGITS_FIELD, PREDICTIONS_SCHEMA
 from .tables import conform
 
@@ -141,5 +150,9 @@ def read_errors(
 
 
 def count_rows(root: str | os.PathLike, dataset: str, model: str) -> int:
-    """The rows of the (dataset, model) partition of a store ``root``, from the parts' footers (no data read)."""
-    return sum(pq.read_metadata(f).num_rows for f in parts(partition_dir(root, dataset, model)))
+    """The rows of the (dataset, model) partition of a store ``root``, from the parts' footers (no data read); for
+    a store linked to a remote one (:mod:`mlray.store.remote`) the remote parts count too (their footers)."""
+    folder = partition_dir(root, dataset, model)
+    local = {f.name: f for f in parts(folder)}
+    n = sum(pq.read_metadata(f).num_rows for f in local.values())
+    return n + remote_rows(folder, [name for name in part_names(folder) if name not in local])

@@ -3,7 +3,8 @@
 Every part is written under a temporary name in its folder and renamed into place (:func:`mlray.io.
 write_parquet_atomic`): a reader never sees half a part, and writing the same shard again replaces its part
 instead of adding a second copy. :func:`finish_shard` writes a shard's errors part first and its predictions part
-last, so a predictions part on disk means a finished shard (see :mod:`mlray.store.layout`).
+last, so a predictions part on disk means a finished shard (see :mod:`mlray.store.layout`); for an output folder
+linked to object storage it uploads each part as soon as it is written (:mod:`mlray.store.remote`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pyarrow.compute as pc
 from ..errors import MlrayError
 from ..io import write_parquet_atomic
 from .layout import errors_root, part_name, partition_dir, predictions_root
+from .remote import publish
 from .schema import ERRORS_SCHEMA
 from .tables import conform, first_duplicate, pairs
 
@@ -92,7 +94,10 @@ def finish_shard(
     """Store one finished shard ``tag`` of ``model`` on ``dataset`` in the output folder ``out``: its ``errors``
     part first, then its ``predictions`` part (the part that marks the shard finished), each atomically.
 
-    An image is in one of the two tables, never both. Returns ``(errors part, predictions part)``.
+    When ``out`` is linked to a remote store (:func:`mlray.store.remote.linked`, what ``--out s3://...`` sets
+    up), each part is uploaded whole right after it is written, in the same order, before this returns: the
+    bucket holds every finished shard as soon as it is finished. An image is in one of the two tables, never
+    both. Returns the local ``(errors part, predictions part)``.
     """
     both = set(predictions.column("image_id").to_pylist()) & set(errors.column("image_id").to_pylist())
     if both:
@@ -101,5 +106,7 @@ def finish_shard(
             f"({len(both)} such image(s))"
         )
     err_part = write_errors(errors_root(out), dataset, model, errors, tag)
+    publish(err_part)
     pred_part = write_partition(predictions_root(out), dataset, model, predictions, shard=tag)
+    publish(pred_part)
     return err_part, pred_part

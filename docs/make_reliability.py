@@ -1,0 +1,171 @@
+"""Write docs/reliability.md from the tests' results: every fault scenario and every hostile input, with the outcome
+the test run gave (nothing in the tables is typed by hand).
+
+It runs the reliability tests with pytest (``--junitxml``), or reads the JUnit XML of an earlier run
+(``--junit``), then writes two tables:
+
+- scenarios: one row per test of :data:`TESTS` (killed drivers, actors, nodes and jobs; object-storage output;
+  pre-flight checks; interrupts), described by the test's docstring (else its name), with its result and seconds;
+- hostile inputs: one row per entry of the hostile corpus (``tests/hostile_corpus.py``: its kind, the entry and
+  what it must become), held when ``test_hostile_corpus_every_entry_accounted_for`` passed (that test asserts
+  every entry's outcome).
+
+    python docs/make_reliability.py                      # runs the tests (several minutes: Ray scenarios)
+    python docs/make_reliability.py --junit results.xml  # from an earlier run's JUnit XML
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TESTS = [
+    "tests/test_chaos.py",
+    "tests/test_remote_store.py",
+    "tests/test_preflight.py",
+    "tests/test_hostile_inputs.py",
+    "tests/test_cli_evaluate.py",
+    "tests/test_inference.py::test_a_run_killed_midway_resumes_without_duplicates_and_gives_the_same_result",
+    "tests/test_jobs.py::test_job_errors_are_one_line_with_exit_status_2",
+    "tests/test_jobs.py::test_evaluate_job_to_a_uri_resumes_from_the_remote_store_and_score_job_reads_it",
+]
+CORPUS_TEST = "test_hostile_corpus_every_entry_accounted_for"
+MARK = {"passed": "✅ passed", "failed": "❌ failed", "error": "❌ error", "skipped": "⏭ skipped"}
+
+
+def run_tests(junit: Path) -> int:
+    """Run :data:`TESTS` with pytest, writing JUnit XML to ``junit``; returns pytest's exit status."""
+    cmd = [sys.executable, "-m", "pytest", *TESTS, "-q", "-p", "no:cacheprovider", f"--junitxml={junit}"]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    return subprocess.run(cmd, cwd=REPO, env=env).returncode
+
+
+def results(junit: Path) -> dict[tuple[str, str], tuple[str, float, str]]:
+    """``{(test file, test name): (outcome, seconds, message)}`` from a JUnit XML file."""
+    out = {}
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        module = case.get("classname", "").rsplit(".", 1)[-1]
+        outcome, message = "passed", ""
+        for tag in ("failure", "error", "skipped"):
+            node = case.find(tag)
+            if node is not None:
+                outcome = "failed" if tag == "failure" else tag
+                text = re.sub(r"(\x1b|#x1B)\[[0-9;]*m", "", node.get("message") or "")
+                message = text.splitlines()[0][:160] if text.strip() else ""
+        out[(f"tests/{module}.py", case.get("name", ""))] = (outcome, float(case.get("time") or 0), message)
+    return out
+
+
+def docstrings(path: Path) -> dict[str, str]:
+    """The first paragraph of each test function's docstring in ``path``, on one line."""
+    tree = ast.parse(path.read_text())
+    found = {}
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name.startswith("test"):
+            doc = ast.get_docstring(node)
+            if doc:
+                found[node.name] = " ".join(doc.split("\n\n")[0].split())
+    return found
+
+
+def describe(test: str, docs: dict[str, str]) -> str:
+    """A test's scenario: its docstring, else its name as words (``test_a_b[x]`` -> ``a b (x)``)."""
+    base, _, param = test.partition("[")
+    text = docs.get(base) or base.removeprefix("test_").replace("_", " ")
+    return text + (f" ({param.rstrip(']')})" if param else "")
+
+
+def corpus_rows() -> list[tuple[str, str, str]]:
+    """``(kind, entry name, what it must become)`` for every entry of the hostile corpus."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from hostile_corpus import build_corpus
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cases = build_corpus(Path(tmp) / "val")
+    rows = []
+    for c in cases:
+        e = c.expect
+        if e.outcome == "ok":
+            want = f"decoded, {e.size[0]} x {e.size[1]} RGB" if e.size else "decoded"
+        elif e.outcome == "error":
+            want = f"error row, stage `{e.stage}`: “{e.text}…”"
+        else:
+            want = "skipped and counted"
+        rows.append((c.kind, c.name, want))
+    return rows
+
+
+def cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render(res: dict[tuple[str, str], tuple[str, float, str]], when: str) -> str:
+    """The Markdown page."""
+    lines = [
+        "# Reliability: fault scenarios and hostile inputs",
+        "",
+        f"Generated by `python docs/make_reliability.py` from the results of a test run ({when}); do not edit by "
+        "hand. Each row is a test: the scenario is the test's own description, the outcome is what the run gave.",
+        "",
+        "## Scenarios",
+        "",
+        "| scenario | test | outcome | seconds |",
+        "| --- | --- | --- | ---: |",
+    ]
+    docs_cache: dict[str, dict[str, str]] = {}
+    for (path, test), (outcome, seconds, message) in sorted(res.items()):
+        if test.startswith(CORPUS_TEST):
+            continue
+        docs = docs_cache.setdefault(path, docstrings(REPO / path) if (REPO / path).is_file() else {})
+        why = f" ({cell(message)})" if outcome != "passed" and message else ""
+        lines.append(
+            f"| {cell(describe(test, docs))} | `{Path(path).stem}::{cell(test)}` | {MARK.get(outcome, outcome)}{why} "
+            f"| {seconds:.1f} |"
+        )
+    corpus = [v for (p, t), v in res.items() if t == CORPUS_TEST]
+    held = corpus[0][0] if corpus else "not run"
+    rows = corpus_rows()
+    lines += [
+        "",
+        "## Hostile inputs",
+        "",
+        f"{len(rows)} entries of {len({r[0] for r in rows})} kinds in one image folder (`tests/hostile_corpus.py`); "
+        f"`{CORPUS_TEST}` plans, reads, decodes and preprocesses the folder and asserts every entry's outcome "
+        f"and that entries = images + error rows + skipped: **{MARK.get(held, held)}**.",
+        "",
+        "| kind | entry | must become | outcome |",
+        "| --- | --- | --- | --- |",
+    ]
+    for kind, name, want in rows:
+        lines.append(f"| {cell(kind)} | `{cell(name)}` | {cell(want)} | {MARK.get(held, held)} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--junit", type=Path, default=None, help="JUnit XML of an earlier run (default: run now).")
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "reliability.md", help="The page to write.")
+    args = parser.parse_args()
+    if args.junit is None:
+        junit = Path(tempfile.mkdtemp(prefix="mlray-reliability-")) / "junit.xml"
+        run_tests(junit)
+    else:
+        junit = args.junit
+    when = time.strftime("%Y-%m-%d", time.localtime(junit.stat().st_mtime))
+    res = results(junit)
+    args.out.write_text(render(res, when))
+    failed = sum(1 for v in res.values() if v[0] in ("failed", "error"))
+    print(f"{args.out}: {len(res)} tests, {failed} failed")
+
+
+if __name__ == "__main__":
+    main()
