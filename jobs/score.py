@@ -67,6 +67,10 @@ def main(argv: list[str] | None = None) -> None:
         )  # fmt: skip
         print_scores(result, [d.name for d in cfg.datasets], limit=args.show)
         print(f"{result.seconds:.1f} s; writing {len(result.paths)} reports to {dest.show()}", flush=True)
+        from mlray.analysis import analyze  # fits, rank changes, model analysis, group summaries (mlray analyze)
+
+        analysis = analyze(dest.local, n_boot=params.n_boot, seed=params.seed)
+        print(f"analysis: {len(analysis.paths)} reports ({', '.join(analysis.paths)})", flush=True)
 
 
 if __name__ == "__main__":

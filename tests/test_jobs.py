@@ -327,6 +327,10 @@ def test_evaluate_job_to_a_uri_resumes_from_the_remote_store_and_score_job_reads
             "gap_decomposition",
             "class_metrics",
             "dataset_gaps",
+            "fits",
+            "rank_changes",
+            "model_analysis",
+            "group_summaries",
         )  # fmt: skip
     )
     preds = read_predictions(remote / "predictions").to_pandas()
@@ -359,6 +363,8 @@ def test_evaluate_job_to_a_uri_resumes_from_the_remote_store_and_score_job_reads
                                                "--out", f"file://{rescored}", "--n-boot", "0"]) == 0  # fmt: skip
     out = capsys.readouterr().out
     assert f"writing 5 reports to file://{rescored}" in out and MODEL in out
+    assert "analysis: 4 reports (fits, rank_changes, model_analysis, group_summaries)" in out
+    assert (rescored / "fits.parquet").is_file()  # the analysis went up with the scores
     mm2 = pd.read_parquet(rescored / "model_metrics.parquet")
     for name in ("top1", "real_top1", "vtopk_all", "vtopk_frac"):
         assert metric(mm2, name) == pytest.approx(metric(mm, name)), name
