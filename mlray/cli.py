@@ -400,7 +400,11 @@ def dashboard(
     ],
     out: Annotated[
         Optional[str],
-        typer.Option("--out", "-o", help="HTML file to write, local or a URI (default: DIR/dashboard.html)."),
+        typer.Option(
+            "--out",
+            "-o",
+            help="HTML file (or folder) to write, local or a URI (default: dashboard.html beside the reports).",
+        ),
     ] = None,
 ) -> None:
     """One self-contained HTML page (works offline) with the charts and sortable tables of a report directory."""
@@ -410,7 +414,13 @@ def dashboard(
     from .io import scheme_of
     from .output import check_output_file, fetch_inputs, upload_file
 
+    if out is None and scheme_of(reports) is None:  # beside the reports it finds (DIR, or DIR/reports)
+        page = build_dashboard(reports)
+        console.print(f"dashboard: [bold]{page}[/] (open it in a browser; it needs no network)", soft_wrap=True)
+        return
     target = out if out is not None else f"{reports.rstrip('/')}/dashboard.html"
+    if scheme_of(target) is None and Path(target).is_dir():  # a folder: the page goes inside it
+        target = str(Path(target) / "dashboard.html")
     check_output_file(target)
     with tempfile.TemporaryDirectory(prefix="mlray-dashboard-") as tmp:
         (local_reports,) = fetch_inputs([reports], Path(tmp) / "in")
