@@ -49,13 +49,15 @@ def photos(tmp_path_factory) -> Path:
     return folder
 
 
-def write_config(folder: Path, photos: Path) -> Path:
-    """The run config of every scenario: one dataset of 10 shards, one tiny model, no bootstrap."""
+def write_config(folder: Path, photos: Path, inference: str = "") -> Path:
+    """The run config of every scenario: one dataset of 10 shards, one tiny model, no bootstrap (``inference``:
+    more inference settings, e.g. ``"cpus_per_actor: 1"``)."""
     path = folder / "run.yaml"
     path.write_text(
         f"datasets:\n  - {{name: photos, images: {photos}, layout: imagenet-val-flat, shard_size: {SHARD}}}\n"
         f"models:\n  - {{name: {MODEL}, weights: none}}\n"
-        "inference: {batch_size: 4, decode_batch_size: 4}\nscoring: {n_boot: 0}\n"
+        f"inference: {{batch_size: 4, decode_batch_size: 4{', ' + inference if inference else ''}}}\n"
+        "scoring: {n_boot: 0}\n"
     )
     return path
 
@@ -351,12 +353,14 @@ cluster.shutdown()
 
 
 @pytest.mark.ray
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(600)
 def test_a_worker_node_removed_mid_run_and_the_store_is_the_same(photos, reference, tmp_path):
-    config = write_config(tmp_path, photos)
+    # One CPU per model actor: the pipeline sizes its default actors from the whole cluster's CPUs, which the head
+    # alone does not have once the worker is gone (per-node defaults are issue 11's, not landed yet).
+    config = write_config(tmp_path, photos, "cpus_per_actor: 1")
     out = tmp_path / "out"
     run = Run([sys.executable, "-c", NODE_RUNNER, str(config), str(out), MODEL], tmp_path / "run.log")
-    assert run.finish(timeout=800) == 0, run.tail()
+    assert run.finish(timeout=480) == 0, run.tail()
     text = run.text()
     removed = int(text.split("worker removed after ", 1)[1].split()[0])
     assert 1 <= removed < N_SHARDS, text[-3000:]
