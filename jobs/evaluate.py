@@ -16,19 +16,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from mlray.jobs import connect, job_parser, run_main
+from mlray.jobs import add_scoring_flags, connect, job_parser, run_main, scoring_params
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = job_parser("Inference (reusing stored predictions), then label statistics and scores, into --out.")
     parser.add_argument("config", help="Run config (YAML) with datasets (images + layout + labels) and models.")
-    for flag, what in (
-        ("--max-group", "Images with >= this many valid labels form one subgroup 'N+'"),
-        ("--min-group-size", "ASMA leaves out subgroups with fewer images"),
-        ("--n-boot", "Bootstrap resamples for the CIs, 0 = none"),
-        ("--seed", "Bootstrap seed"),
-    ):
-        parser.add_argument(flag, type=int, default=None, help=f"{what} (default: the config's scoring: section).")
+    add_scoring_flags(parser)
     parser.add_argument("--show", type=int, default=20, help="(model, dataset) rows of headline metrics to print.")
     parser.add_argument(
         "--gpus",
@@ -47,9 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     from mlray.output import destination
 
     cfg = load_config(args.config)  # a bad config, label file, model or --out fails here, before joining the cluster
-    params = cfg.scoring.params(
-        max_group=args.max_group, min_group_size=args.min_group_size, n_boot=args.n_boot, seed=args.seed
-    )
+    params = scoring_params(cfg, args)
     preflight(cfg, models=True)
     # only the config's datasets: the same --out may hold other datasets' predictions from earlier runs
     with_images = [d.name for d in cfg.datasets if d.images is not None]

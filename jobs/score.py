@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from mlray.jobs import connect, job_parser, run_main
+from mlray.jobs import add_scoring_flags, connect, job_parser, run_main, scoring_params
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,13 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--dataset", default=None, help="Dataset of imported files that have no 'dataset' column.")
     parser.add_argument("--model", default=None, help="Model of imported files that have no 'model' column.")
-    for flag, what in (
-        ("--max-group", "Images with >= this many valid labels form one subgroup 'N+'"),
-        ("--min-group-size", "ASMA leaves out subgroups with fewer images"),
-        ("--n-boot", "Bootstrap resamples for the CIs, 0 = none"),
-        ("--seed", "Bootstrap seed"),
-    ):
-        parser.add_argument(flag, type=int, default=None, help=f"{what} (default: the config's scoring: section).")
+    add_scoring_flags(parser)
     parser.add_argument("--models-per-task", type=int, default=16, help="Models scored per Ray task.")
     parser.add_argument("--show", type=int, default=20, help="(model, dataset) rows of headline metrics to print.")
     args = parser.parse_args(argv)
@@ -50,9 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     from mlray.reports import score_report
 
     cfg = load_config(args.config)
-    params = cfg.scoring.params(
-        max_group=args.max_group, min_group_size=args.min_group_size, n_boot=args.n_boot, seed=args.seed
-    )
+    params = scoring_params(cfg, args)
     check_labels(cfg)  # labels and prediction files to import are checked before joining the cluster
     check_predictions(args.predictions, args.dataset, args.model)
     with (

@@ -16,7 +16,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
-from typing import TextIO
+from typing import Any, TextIO
 
 from .console import run_guarded
 
@@ -42,6 +42,27 @@ def job_parser(description: str) -> argparse.ArgumentParser:
         help="Local scratch folder for a URI --out (default: $MLRAY_SCRATCH, else the system temp folder).",
     )
     return parser
+
+
+SCORING_FLAGS = (
+    ("--max-group", "Images with >= this many valid labels form one subgroup 'N+'"),
+    ("--min-group-size", "ASMA leaves out subgroups with fewer images"),
+    ("--n-boot", "Bootstrap resamples for the CIs, 0 = none"),
+    ("--seed", "Bootstrap seed"),
+)
+
+
+def add_scoring_flags(parser: argparse.ArgumentParser) -> None:
+    """``--max-group``, ``--min-group-size``, ``--n-boot``, ``--seed``: overrides of the config's ``scoring:``."""
+    for flag, what in SCORING_FLAGS:
+        parser.add_argument(flag, type=int, default=None, help=f"{what} (default: the config's scoring: section).")
+
+
+def scoring_params(config: Any, args: argparse.Namespace) -> Any:
+    """The config's :class:`~mlray.scoring.params.MetricParams` with the scoring flags given in ``args`` applied."""
+    return config.scoring.params(
+        max_group=args.max_group, min_group_size=args.min_group_size, n_boot=args.n_boot, seed=args.seed
+    )
 
 
 def connect(address: str | None, log: TextIO | None = None) -> None:
