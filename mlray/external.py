@@ -43,7 +43,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import MlrayError
+from .errors import MlrayError, first_line
 from .io import write_parquet_atomic
 
 RESULTS_FILE = "external_results.parquet"
@@ -306,7 +306,7 @@ def read_results_parquet(path: str | os.PathLike) -> pd.DataFrame:
     try:
         table = pq.read_table(p)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise MlrayError(f"{p}: not a readable Parquet file ({str(exc).splitlines()[0]})") from None
+        raise MlrayError(f"{p}: not a readable Parquet file ({first_line(exc)})") from None
     missing = [c for c in COLUMNS if c not in table.column_names]
     if missing:
         raise MlrayError(f"{p}: not an external results table: missing column(s) {', '.join(missing)}")

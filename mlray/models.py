@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import MlrayError
+from .errors import MlrayError, first_line
 from .images.budget import MAX_BUFFER_BYTES, MAX_BUFFER_PIXELS, check_buffer
 from .images.shards import ImageError
 
@@ -622,8 +622,7 @@ def _load_strict(model, state: Mapping[str, Any], where: str, arch: str) -> None
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:  # anything the checks above did not catch
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise MlrayError(f"{where}: does not load into timm model {arch!r} ({first})") from None
+        raise MlrayError(f"{where}: does not load into timm model {arch!r} ({first_line(exc)})") from None
 
 
 def _read_checkpoint(path: Path) -> dict[str, Any]:
@@ -641,12 +640,12 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
         try:
             state: Any = load_file(str(path), device="cpu")
         except (SafetensorError, OSError, ValueError) as exc:
-            raise MlrayError(f"{path}: not a readable safetensors file ({str(exc).splitlines()[0]})") from None
+            raise MlrayError(f"{path}: not a readable safetensors file ({first_line(exc)})") from None
     elif suffix in (".pth", ".pt", ".bin"):
         try:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as exc:  # pickle.UnpicklingError, RuntimeError, EOFError, ... : all one user error
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise MlrayError(
                 f"{path}: cannot be read with torch.load(weights_only=True) "
                 f"(only plain tensor state dicts are accepted; {first})"
@@ -677,7 +676,7 @@ def build_model(spec: ModelSpec | str):
         try:
             model = timm.create_model(name, pretrained=True)
         except Exception as exc:  # network, hub cache, or a file problem: one user-facing line
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise MlrayError(
                 f"model {name!r}: could not load timm's pretrained weights from the hub ({first})"
             ) from None

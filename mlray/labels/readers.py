@@ -43,7 +43,7 @@ from pathlib import Path, PurePosixPath
 
 import pyarrow as pa
 
-from ..errors import MlrayError
+from ..errors import MlrayError, first_line
 from .parse import class_index, label_set
 from .vocab import NUM_CLASSES, Vocabulary, imagenet_vocabulary, timm_info_dir
 
@@ -297,7 +297,7 @@ def read_table(path: Path, shown: str | None = None, vocab: Vocabulary | None = 
         try:
             table = pq.read_table(path)
         except (pa.ArrowInvalid, OSError) as exc:
-            raise MlrayError(f"{shown}: not a readable Parquet file ({str(exc).splitlines()[0]})") from None
+            raise MlrayError(f"{shown}: not a readable Parquet file ({first_line(exc)})") from None
         columns = {name: table.column(name).to_pylist() for name in table.column_names}
     else:
         frame = _read_csv(path, shown, ["image_id"], sep="\t" if suffix == ".tsv" else ",")
