@@ -531,36 +531,25 @@ def chart_gap(r: Reports, colors: dict[str, str], a: str, b: str, index: int) ->
         custom = [[pct(part.at[m, "value_a"]), pct(part.at[m, "value_b"]), g] for m, g in zip(ms, gap)]
         hover_tail = (f"<br>{esc(a)}: %{{customdata[0]:.2f}} %, {esc(b)}: %{{customdata[1]:.2f}} %"
                       f"<br>gap %{{customdata[2]:+.2f}} pts<extra>{esc(METRIC_LABELS[metric])}</extra>")  # fmt: skip
-        fig.add_trace(
-            go.Bar(
-                y=ms,
-                x=comp,
-                orientation="h",
-                name="composition (label-count mix)",
-                legendgroup="comp",
-                showlegend=i == 1,
-                marker={"color": COMPOSITION_COLOR},
-                customdata=custom,
-                hovertemplate="<b>%{y}</b><br>composition: %{x:+.2f} pts" + hover_tail,
-            ),  # fmt: skip
-            row=1,
-            col=i,
-        )
-        fig.add_trace(
-            go.Bar(
-                y=ms,
-                x=within,
-                orientation="h",
-                name="within groups",
-                legendgroup="within",
-                showlegend=i == 1,
-                marker={"color": WITHIN_COLOR},
-                customdata=custom,
-                hovertemplate="<b>%{y}</b><br>within groups: %{x:+.2f} pts" + hover_tail,
-            ),  # fmt: skip
-            row=1,
-            col=i,
-        )
+        for x, name, group, color, label in (
+            (comp, "composition (label-count mix)", "comp", COMPOSITION_COLOR, "composition"),
+            (within, "within groups", "within", WITHIN_COLOR, "within groups"),
+        ):
+            fig.add_trace(
+                go.Bar(
+                    y=ms,
+                    x=x,
+                    orientation="h",
+                    name=name,
+                    legendgroup=group,
+                    showlegend=i == 1,
+                    marker={"color": color},
+                    customdata=custom,
+                    hovertemplate=f"<b>%{{y}}</b><br>{label}: %{{x:+.2f}} pts" + hover_tail,
+                ),
+                row=1,
+                col=i,
+            )
         err = None
         if {"gap_ci_low", "gap_ci_high"} <= set(part.columns):
             lo = [pct(part.at[m, "gap_ci_low"]) for m in ms]
