@@ -60,6 +60,7 @@ def evaluate(
     ``out_dir`` is a local folder or a :class:`mlray.output.Destination` (whose local working copy is written;
     for a URI the parts stored there by earlier runs are copied down before scoring)."""
     start = time.perf_counter()
+    params = params or MetricParams()
     if isinstance(out_dir, (str, os.PathLike)):
         dest, out = None, Path(out_dir)
     else:
@@ -69,10 +70,10 @@ def evaluate(
         dest.pull_missing(*store_folders("predictions", [d.name for d in config.datasets if d.images is not None]))
     reports = out / "reports"
     stats = stats_report(config, reports)
-    scores = score_report(config, [out / "predictions"], reports, params or MetricParams(), only_config_datasets=True)
+    scores = score_report(config, [out / "predictions"], reports, params, only_config_datasets=True)
     from .analysis import analyze  # fits, rank changes, model analysis, group summaries (mlray analyze)
 
-    analyze(reports, n_boot=(params or MetricParams()).n_boot, seed=(params or MetricParams()).seed)
+    analyze(reports, n_boot=params.n_boot, seed=params.seed)
     dashboard = build_dashboard(reports)
     return EvaluateResult(out, reports, inference, stats, scores, time.perf_counter() - start, dashboard)
 
