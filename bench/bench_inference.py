@@ -1,27 +1,35 @@
-"""Inference throughput: the mlray Ray Data pipeline against a plain single-process PyTorch loop, in one run.
+"""Inference throughput: mlray against timm's validate.py-style DataLoader, and against the models' ceiling.
 
 Images: every real photo in the three ImageNet val folders of ../shared/data (89 originals, 100 re-encoded,
 1,300 squashed to 227 px: 1,489 images), as three datasets of layout ``imagenet-val-flat``.
 
-Baseline (the way timm's ``validate.py`` works, single process): per batch of ``--batch-size`` files, PIL
-``Image.open(f).convert('RGB')`` -> timm's eval transform from the model's pretrained config -> ``torch.stack``
--> the model under ``inference_mode`` (torch using every core) -> softmax -> top-K (the same post-processing
-as mlray). One plain run per model: three lite models = three plain runs, each decoding every image again.
+Baseline (what timm's ``validate.py`` really is): a ``torch.utils.data.DataLoader`` over the files with
+``num_workers`` processes, each item ``Image.open(f).convert('RGB')`` -> timm's eval transform from the model's
+pretrained config, batches of ``--batch-size`` -> the model under ``inference_mode`` (torch using every core) ->
+softmax -> top-K (mlray's post-processing). tf_efficientnet_lite0 is run with num_workers 0, 1 and 2 and the
+best is the baseline; lite1 and lite2 are run with lite0's best num_workers. Three lite models = three runs,
+each reading and decoding every image again.
 
-mlray: ``run_inference`` on the same config (one local Ray instance with every core, already started), with
-the same models, batch size and K; the three lite models go through ONE run that decodes each image once.
+Ceiling: the same models on ready uint8 tensors (every image already read, decoded, resized and cropped, before
+the clock starts; no read, no decode), through mlray's own :class:`mlray.inference.Predictor` (normalize, model,
+softmax, top-K), torch with the same threads.
+
+mlray: ``run_inference`` on the same config (one local Ray instance with every core, already started), with the
+same models, batch size and K; the three lite models go through ONE run that reads each image once and resizes
+it once per preprocessing.
 
 Figures, for each side:
-  * end to end: wall seconds from the start (plain: model built and loaded; mlray: run_inference called, which
-    includes planning, Ray Data start-up, the actors importing torch and building their models) to the last
-    top-K stored;
-  * steady state: images/s after the first batch came out of the model (start-up excluded on both sides;
-    mlray: the slowest model's rate, which every image passes through, as recorded by run_inference).
-The ratios printed are mlray/plain throughput (higher is better): one model (target >= 0.9) and three models
-in one run vs three plain runs (target >= 1.2). mlray's top-1 is checked to equal the plain loop's on every image.
+  * end to end: wall seconds from the start (DataLoader and ceiling: model built and loaded; mlray:
+    run_inference called, which includes planning, starting the slot actors, which import torch and build their
+    models) to the last top-K;
+  * steady state: images/s after the first batch came out of the model (start-up excluded; mlray: each model's
+    rate as recorded by run_inference, and for three models the images x models over the sum of their times).
+The ratios are mlray / baseline and mlray / ceiling throughput (higher is better). Targets: one model >= 1.0x the
+best DataLoader and >= 0.85x the ceiling; three models in one run >= 1.2x three DataLoader runs and >= 0.85x the
+three models' ceiling. mlray's top-1 is checked equal to the DataLoader's on every image.
 
-    python bench/bench_inference.py                       # lite0 alone, then lite0+1+2
-    python bench/bench_inference.py --json out.json       # also write the figures as JSON
+    python bench/bench_inference.py                       # about 15 minutes on a 2-core machine
+    python bench/bench_inference.py --limit 10 --json o.json   # a quick check, figures also as JSON
 """
 
 from __future__ import annotations
@@ -44,15 +52,31 @@ LITES = ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite
 
 def steady(marks: list[tuple[float, int]]) -> float:
     """Images/s after the first batch: (images after it) / (time from it to the last)."""
-    if len(marks) < 2:
+    if len(marks) < 2 or marks[-1][0] <= marks[0][0]:
         return float("nan")
     return sum(n for _, n in marks[1:]) / (marks[-1][0] - marks[0][0])
 
 
-def plain_loop(model_name: str, files: list[Path], batch_size: int, k: int) -> dict:
+class Files:
+    """A map-style dataset of image files: timm's eval transform of each, as validate.py's ImageDataset does."""
+
+    def __init__(self, files: list[Path], transform) -> None:
+        self.files, self.transform = files, transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        with open(self.files[i], "rb") as f:
+            return self.transform(Image.open(f).convert("RGB"))
+
+
+def dataloader_run(model_name: str, files: list[Path], batch_size: int, k: int, workers: int) -> dict:
+    """timm validate.py's loop: DataLoader(num_workers=workers) -> model -> softmax -> top-K."""
     import timm.data
     import torch
-    from PIL import Image
 
     from mlray.models import ModelSpec, build_model, resolve_preprocessing
     from mlray.store import softmax, topk_from_scores
@@ -62,16 +86,40 @@ def plain_loop(model_name: str, files: list[Path], batch_size: int, k: int) -> d
     spec = ModelSpec(model_name, "pypi")
     model = build_model(spec).eval()
     transform = timm.data.create_transform(**resolve_preprocessing(spec).timm_config(), is_training=False)
+    loader = torch.utils.data.DataLoader(Files(files, transform), batch_size=batch_size, num_workers=workers)
     marks, top1 = [], []
     with torch.inference_mode():
-        for i in range(0, len(files), batch_size):
-            chunk = files[i : i + batch_size]
-            x = torch.stack([transform(Image.open(f).convert("RGB")) for f in chunk])
+        for x in loader:
             idx, _ = topk_from_scores(softmax(model(x).numpy(), axis=1), k)
             top1.extend(idx[:, 0].tolist())
-            marks.append((time.perf_counter(), len(chunk)))
+            marks.append((time.perf_counter(), len(x)))
     wall = time.perf_counter() - start
-    return {"wall_s": wall, "images": len(files), "steady_img_s": steady(marks), "top1": top1}
+    return {"wall_s": wall, "images": len(files), "img_s": len(files) / wall, "steady_img_s": steady(marks),
+            "num_workers": workers, "top1": top1}  # fmt: skip
+
+
+def ceiling_run(model_name: str, files: list[Path], batch_size: int, k: int) -> dict:
+    """The model alone on ready uint8 tensors (read, decoded, resized and cropped before the clock starts),
+    through mlray's Predictor, torch with every core."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from mlray.inference import ModelStage, Predictor, PredictorSettings
+    from mlray.models import ModelSpec, preprocess_uint8, resolve_preprocessing
+
+    spec = ModelSpec(model_name, "pypi")
+    prep = resolve_preprocessing(spec)
+    images = np.stack([preprocess_uint8(Image.open(f).convert("RGB"), prep) for f in files])
+    torch.set_num_threads(os.cpu_count() or 1)
+    start = time.perf_counter()
+    predictor = Predictor(ModelStage(spec, prep), k, PredictorSettings(cpu_threads=os.cpu_count()))
+    marks = []
+    for i in range(0, len(images), batch_size):
+        predictor(images[i : i + batch_size])
+        marks.append((time.perf_counter(), len(images[i : i + batch_size])))
+    wall = time.perf_counter() - start
+    return {"wall_s": wall, "images": len(files), "img_s": len(files) / wall, "steady_img_s": steady(marks)}
 
 
 def mlray_run(models: list[str], folders: list[Path], batch_size: int, k: int, out: Path) -> dict:
@@ -90,18 +138,17 @@ def mlray_run(models: list[str], folders: list[Path], batch_size: int, k: int, o
     start = time.perf_counter()
     result = run_inference(cfg, out)
     wall = time.perf_counter() - start
-    n = sum(result.images_processed.values())
+    images = sum(c["images"] for (d, m), c in result.counts.items() if m == models[0])
     df = read_predictions(out / "predictions").to_pandas()
     top1 = {(r.dataset, r.model, r.image_id): int(r.topk_idx[0]) for r in df.itertuples()}
-    # the pipeline's steady rate is its slowest model's (each image passes every model)
-    rate = min(result.steady_images_per_second.values())
+    rates = result.steady_images_per_second
+    # images x models per second at steady state: every model's images over the sum of the models' times
+    steady_all = len(models) * images / sum(images / rates[m] for m in models) if len(rates) == len(models) else 0.0
     return {
-        "wall_s": wall,
-        "images": n,
-        "steady_img_s": rate,
-        "per_model_steady": result.steady_images_per_second,
-        "top1": top1,
-    }
+        "wall_s": wall, "images": images, "img_s": len(models) * images / wall, "steady_img_s": steady_all,
+        "per_model_steady": rates, "reads": sum(result.images_processed.values()),
+        "decodes": sum(result.decodes.values()), "top1": top1,
+    }  # fmt: skip
 
 
 def main() -> int:
@@ -124,7 +171,7 @@ def main() -> int:
     if missing:
         print(f"bench_inference: real photos not found: {', '.join(missing)}", file=sys.stderr)
         return 2
-    if args.limit:  # a quick check: copies of the first photos of each folder
+    if args.limit:  # a quick check: links to the first photos of each folder
         quick = Path(tempfile.mkdtemp(prefix="mlray-bench-photos-"))
         for f in folders:
             (quick / f.name).mkdir()
@@ -135,60 +182,68 @@ def main() -> int:
     files = [p for fs in per_folder for p in fs]
     print(f"{len(files):,} real photos ({' + '.join(str(len(fs)) for fs in per_folder)}), batch {args.batch_size}, "
           f"top-{args.k}, {args.num_cpus} CPUs, torch {torch.__version__}, "
-          f"{'GPU ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}")  # fmt: skip
-    cluster.connect(num_cpus=args.num_cpus)
-    figures: dict = {"images": len(files), "batch_size": args.batch_size, "cpus": args.num_cpus, "runs": {}}
+          f"{'GPU ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}, load average "
+          f"{os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+    figures: dict = {"images": len(files), "batch_size": args.batch_size, "cpus": args.num_cpus, "runs": {},
+                     "load_average_start": os.getloadavg()[0]}  # fmt: skip
 
-    plain = {m: plain_loop(m, files, args.batch_size, args.k) for m in LITES}
-    for m, r in plain.items():
-        print(
-            f"plain  {m}: {r['wall_s']:6.1f} s end to end = {r['images'] / r['wall_s']:6.1f} img/s; steady {r['steady_img_s']:6.1f} img/s"  # noqa: E501
-        )
+    lite0 = [dataloader_run(LITES[0], files, args.batch_size, args.k, w) for w in (0, 1, 2)]
+    for r in lite0:
+        print(f"DataLoader {LITES[0]} num_workers={r['num_workers']}: {r['wall_s']:6.1f} s end to end = "
+              f"{r['img_s']:6.1f} img/s; steady {r['steady_img_s']:6.1f} img/s", flush=True)  # fmt: skip
+    best = max(lite0, key=lambda r: r["img_s"])
+    baseline = {LITES[0]: best}
+    for m in LITES[1:]:
+        baseline[m] = dataloader_run(m, files, args.batch_size, args.k, best["num_workers"])
+        r = baseline[m]
+        print(f"DataLoader {m} num_workers={r['num_workers']}: {r['wall_s']:6.1f} s end to end = {r['img_s']:6.1f} "
+              f"img/s; steady {r['steady_img_s']:6.1f} img/s", flush=True)  # fmt: skip
+    ceiling = {m: ceiling_run(m, files, args.batch_size, args.k) for m in LITES}
+    for m, r in ceiling.items():
+        print(f"ceiling    {m}: {r['wall_s']:6.1f} s = {r['img_s']:6.1f} img/s; steady {r['steady_img_s']:6.1f} img/s",
+              flush=True)  # fmt: skip
+    cluster.connect(num_cpus=args.num_cpus)
     with tempfile.TemporaryDirectory(prefix="mlray-bench-") as tmp:
         one = mlray_run([LITES[0]], folders, args.batch_size, args.k, Path(tmp) / "one")
         three = mlray_run(list(LITES), folders, args.batch_size, args.k, Path(tmp) / "three")
     ray.shutdown()
+    print(f"mlray  lite0: {one['wall_s']:6.1f} s end to end; lite0+1+2 in one run: {three['wall_s']:6.1f} s "
+          f"({three['decodes']:,} resizes for {len(files):,} images x 3 preprocessings)")  # fmt: skip
 
-    # same answers: mlray's top-1 equals the plain loop's for every image and model
+    # same answers: mlray's top-1 equals the DataLoader's for every image and model
     names = [(f.name, p.stem) for f, fs in zip(folders, per_folder) for p in fs]
     for run, models in ((one, LITES[:1]), (three, LITES)):
         for m in models:
             got = [run["top1"][(d, m, i)] for d, i in names]
-            diff = sum(a != b for a, b in zip(got, plain[m]["top1"]))
+            diff = sum(a != b for a, b in zip(got, baseline[m]["top1"]))
             if diff:
-                print(f"WARNING: {m}: mlray top-1 differs from the plain loop on {diff} images", file=sys.stderr)
+                print(f"WARNING: {m}: mlray top-1 differs from the DataLoader's on {diff} images", file=sys.stderr)
 
-    p1 = plain[LITES[0]]
-    p3_wall = sum(plain[m]["wall_s"] for m in LITES)
-    p3_steady = 3 * len(files) / sum(len(files) / plain[m]["steady_img_s"] for m in LITES)
-    rows = [
-        (
-            "one model (lite0)",
-            len(files) / p1["wall_s"],
-            one["images"] / one["wall_s"],
-            p1["steady_img_s"],
-            one["steady_img_s"],
-            0.9,
-        ),
-        (
-            "three lite models",
-            3 * len(files) / p3_wall,
-            3 * three["images"] / three["wall_s"],
-            p3_steady,
-            3 * three["steady_img_s"],
-            1.2,
-        ),
-    ]
-    print(f"mlray  lite0: {one['wall_s']:6.1f} s end to end; lite0+1+2 in one run: {three['wall_s']:6.1f} s")
+    n = len(files)
+
+    def combined(runs: dict, key: str) -> float:  # images x models per second over the runs one after the other
+        if key == "img_s":
+            return 3 * n / sum(runs[m]["wall_s"] for m in LITES)
+        return 3 * n / sum(n / runs[m]["steady_img_s"] for m in LITES)
+
+    rows = []
+    for key, label in (("img_s", "end to end"), ("steady_img_s", "steady")):
+        rows.append(("one model (lite0)", label, baseline[LITES[0]][key], ceiling[LITES[0]][key], one[key], 1.0))
+        rows.append(("three lite models", label, combined(baseline, key), combined(ceiling, key), three[key], 1.2))
     print()
-    print(
-        f"{'':20} {'plain img/s':>12} {'mlray img/s':>12} {'ratio':>7}   {'plain steady':>12} {'mlray steady':>12} {'ratio':>7}  target"  # noqa: E501
-    )
-    for name, pe, me, ps, ms, target in rows:
-        print(f"{name:20} {pe:12.1f} {me:12.1f} {me / pe:7.2f}   {ps:12.1f} {ms:12.1f} {ms / ps:7.2f}  >= {target}")
-        figures["runs"][name] = {"plain_img_s": pe, "mlray_img_s": me, "ratio": me / pe, "plain_steady_img_s": ps,
-                                 "mlray_steady_img_s": ms, "steady_ratio": ms / ps, "target": target}  # fmt: skip
-    print("(three models: images x models per second; plain = three runs one after the other)")
+    print(f"{'':20} {'':10} {'DataLoader':>10} {'ceiling':>9} {'mlray':>9} {'vs DL':>7} {'vs ceil':>8}  targets")
+    for name, label, base, ceil, got, target in rows:
+        print(f"{name:20} {label:10} {base:10.1f} {ceil:9.1f} {got:9.1f} {got / base:7.2f} {got / ceil:8.2f}  "
+              f">= {target} and >= 0.85")  # fmt: skip
+        figures["runs"][f"{name}, {label}"] = {"dataloader_img_s": base, "ceiling_img_s": ceil, "mlray_img_s": got,
+                                               "vs_dataloader": got / base, "vs_ceiling": got / ceil,
+                                               "target_vs_dataloader": target, "target_vs_ceiling": 0.85}  # fmt: skip
+    print("(img/s; three models: images x models per second, DataLoader and ceiling = three runs one after the "
+          f"other; DataLoader num_workers={best['num_workers']}, the best for lite0: "
+          + ", ".join(f"{r['num_workers']}: {r['img_s']:.1f}" for r in lite0) + ")")  # fmt: skip
+    figures["dataloader_lite0_by_num_workers"] = {r["num_workers"]: r["img_s"] for r in lite0}
+    figures["mlray_per_model_steady"] = {"one": one["per_model_steady"], "three": three["per_model_steady"]}
+    figures["load_average_end"] = os.getloadavg()[0]
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
     return 0

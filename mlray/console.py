@@ -691,6 +691,91 @@ def print_demo_story(effect: Any, out: Console | None = None) -> None:
         out.print(line, highlight=False, soft_wrap=True)
 
 
+def _span(seconds: float) -> str:
+    """Seconds as ``1.93 h``, ``12.4 min`` or ``41.0 s``."""
+    if seconds >= 3600:
+        return f"{seconds / 3600:.2f} h"
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.1f} s"
+
+
+def _few_names(names: Sequence[str], n: int = 3) -> str:
+    shown = ", ".join(names[:n])
+    return shown + (f" and {len(names) - n:,} more" if len(names) > n else "")
+
+
+def plan_lines(estimate: Any, slot_lines: int = 16) -> list[str]:
+    """What ``mlray plan`` prints for a :class:`mlray.inference.estimate.RunEstimate`: the models, the datasets,
+    the preprocessings and which models share each, what the store holds, where each rate comes from, the
+    schedule per slot (at most ``slot_lines`` slots) and the estimate."""
+    from .inference.costs import TABLE_NAME
+
+    sim = estimate.simulation
+    device = "GPU" if estimate.slot_kind == "gpu" else "CPU model"
+    lines = [
+        f"plan of {estimate.source} (no inference: nothing is read but the config, the image listing and the store)",
+        f"models: {len(estimate.models):,} after expansion, {plural(len(estimate.groups), 'distinct preprocessing')}",
+    ]
+    for d in estimate.datasets:
+        lines.append(f"  {d.name}: {plural(d.images, 'image')} in {plural(d.shards, 'shard')} ({d.how})")
+    lines.append("preprocessings (each image is decoded and resized once per preprocessing, shared by its models):")
+    for g in sorted(estimate.groups, key=lambda g: (-len(g.models), g.index)):
+        p = g.prep
+        crop = f"crop {p.crop_pct:g} {p.crop_mode or 'center'}, {p.interpolation}"
+        lines.append(f"  {p.input_size[1]}x{p.input_size[2]} {crop}: {plural(len(g.models), 'model')} "
+                     f"({_few_names(list(g.models))})")  # fmt: skip
+    if estimate.store is None:
+        lines.append("store: none given (--out): the whole run is planned")
+    else:
+        total = sum(d.shards for d in estimate.datasets) * len(estimate.models)
+        done = sum(estimate.stored.values())
+        lines.append(
+            f"store {estimate.store}: holds {done:,} of {total:,} (dataset, model, shard) parts: a resume skips them"
+        )
+        for d in estimate.datasets:
+            parts = [n for (ds, _), n in estimate.stored.items() if ds == d.name]
+            complete = sum(1 for n in parts if n >= d.shards)
+            lines.append(f"  {d.name}: {sum(parts):,} parts; {complete:,} of {len(estimate.models):,} models complete")
+    sources = estimate.sources
+    lines.append(
+        f"rates: {sources.get('store', 0):,} measured by earlier runs into this store; {sources.get('table', 0):,} "
+        f"from the bundled {TABLE_NAME} table (model only; derived from huggingface/pytorch-image-models "
+        f"results/benchmark-infer-amp-nchw-pt291-cu128-4090.csv, Apache-2.0); {sources.get('assumed', 0):,} "
+        "assumed (the table's median: no row for the architecture)"
+    )
+    if estimate.slot_kind != "gpu" and sources.get("table", 0) + sources.get("assumed", 0):
+        lines.append("  note: the table's rates are one GPU's; CPU slots are much slower, so the times below are low")
+    longest = sorted(estimate.models, key=lambda m: -m.seconds)[:5]
+    lines.append("longest models: " + ", ".join(f"{m.name} {_span(m.seconds)}" for m in longest))
+    lines.append(f"schedule on {plural(estimate.slots, device + ' slot')} ({estimate.slots_from}):")
+    per_slot: dict[int, list[Any]] = {}
+    for c in sim.chunks:
+        per_slot.setdefault(c.slot, []).append(c)
+    for slot in sorted(per_slot)[:slot_lines]:
+        chunks = per_slot[slot]
+        order = list(dict.fromkeys(c.work for c in chunks))
+        busy = sum(c.end - c.start for c in chunks)
+        lines.append(f"  slot {slot}: {plural(len(order), 'model')}, busy {_span(busy)}, done at "
+                     f"{_span(max(c.end for c in chunks))}: {_few_names(order)}")  # fmt: skip
+    if len(per_slot) > slot_lines:
+        lines.append(f"  ... and {plural(len(per_slot) - slot_lines, 'slot')} more (--json FILE has them all)")
+    loads = sum(c.loaded for c in sim.chunks)
+    unit = "GPU-hours" if estimate.slot_kind == "gpu" else "slot-hours"
+    lines.append(
+        f"estimate: {estimate.work_seconds / 3600:,.2f} {unit} of model work (+ {plural(loads, 'model load')} of "
+        f"~{estimate.load_seconds:g} s) -> wall time {_span(sim.makespan)} on "
+        f"{plural(estimate.slots, device + ' slot')} (lower bound {_span(sim.lower_bound)} = max(work / slots, "
+        f"longest model); ratio {sim.ratio:.2f})"
+    )
+    return lines
+
+
+def print_plan(estimate: Any, out: Console | None = None) -> None:
+    """Print :func:`plan_lines`."""
+    out = out or console
+    for line in plan_lines(estimate):
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # mlray analyze: fits, rank changes and group summaries (mlray.analysis)
 

@@ -1,57 +1,77 @@
-"""Distributed inference: Ray Data streams image shards through decode/preprocess to one actor pool per model,
-and the driver writes each finished shard into the resumable Parquet store (:mod:`mlray.store`).
+"""Distributed inference: every model runs on the first free slot (GPU, or a share of a CPU node), longest first,
+on images decoded once per distinct preprocessing by Ray Data and cached in Ray's object store; the driver writes
+each finished (model, shard) into the resumable Parquet store (:mod:`mlray.store`).
 
 ============  ===============================================================================================
-``plan``      pure planning (no Ray): models, hardware defaults, passes of models, the shards each model needs
-``pipeline``  the Ray Data pipeline of a pass (:class:`PassSpec`), and its stages: read, decode, :class:`Predictor`
-``collect``   rows back from the pipeline -> whole shards (never a shard stored in part, never a row twice)
-``timing``    each model's steady images/s (after its first batch), as the run manifest records it
-``ticks``     an iterator that wakes the driver twice a second while it waits, to poll progress
+``plan``      pure planning (no Ray): models, preprocessing groups, the shards each model needs, its work
+``costs``     each model's expected images/s: this store's earlier runs, else the bundled timm table
+``slots``     model slots sized per node (never from the cluster's totals), checked before anything starts
+``schedule``  the policy (pure): open groups, longest model first, helping at the end; :func:`simulate`
+``worker``    what runs inside Ray: :func:`decode_batch` (Ray Data: read + decode once, resize per
+              preprocessing), :class:`SlotWorker` (one actor per slot, one model at a time)
+``dispatch``  the loop: starts slots, decodes groups into the cache, hands out chunks, survives lost slots
+``timing``    each model's steady images/s (after its first batch on a slot), as the manifest records it
 ``progress``  :class:`ProgressSink`: the protocol the driver reports live progress to
-``driver``    :func:`run_inference` -> :class:`InferenceResult`: passes, storing shards, reconciliation, manifest
+``driver``    :func:`run_inference` -> :class:`InferenceResult`: planning, dispatch, storing, reconciliation
+``estimate``  :func:`estimate_run`: what ``mlray plan`` prints (no inference, offline)
 ============  ===============================================================================================
 
-Store layout, resume and the finished-shard rule: :mod:`mlray.store.layout`.
+Store layout, resume and the finished-shard rule: :mod:`mlray.store.layout`. The design and the figures:
+``docs/design.md`` ("Scheduling").
 """
 
+from .costs import Rate, cost_table, model_rate, stored_rates, table_rate
 from .driver import InferenceResult, ModelRun, run_inference
-from .pipeline import ModelStage, PassSpec, Predictor, PredictorSettings, build_dataset, decode_batch, read_rows
 from .plan import (
-    Hardware,
-    PassPlan,
     PlannedShard,
-    cluster_gpus,
-    hardware_defaults,
+    PrepGroup,
+    build_works,
     model_specs,
-    plan_passes,
     planned_shards,
+    prep_groups,
     reuse_notes,
     reused_shards,
 )
 from .progress import ProgressSink
-from .timing import steady_rate
+from .schedule import Chunk, Scheduler, Simulation, Work, lower_bound, simulate
+from .slots import Node, Slot, SlotPlan, cluster_nodes, plan_slots
+from .timing import SteadyRates
+from .worker import ModelStage, Predictor, PredictorSettings, SlotWorker, decode_batch, read_rows
 
 __all__ = [
-    "Hardware",
+    "Chunk",
     "InferenceResult",
     "ModelRun",
     "ModelStage",
-    "PassPlan",
-    "PassSpec",
+    "Node",
     "PlannedShard",
     "Predictor",
     "PredictorSettings",
+    "PrepGroup",
     "ProgressSink",
-    "build_dataset",
-    "cluster_gpus",
+    "Rate",
+    "Scheduler",
+    "Simulation",
+    "Slot",
+    "SlotPlan",
+    "SlotWorker",
+    "SteadyRates",
+    "Work",
+    "build_works",
+    "cluster_nodes",
+    "cost_table",
     "decode_batch",
-    "hardware_defaults",
+    "lower_bound",
+    "model_rate",
     "model_specs",
-    "plan_passes",
+    "plan_slots",
     "planned_shards",
+    "prep_groups",
     "read_rows",
     "reuse_notes",
     "reused_shards",
     "run_inference",
-    "steady_rate",
+    "simulate",
+    "stored_rates",
+    "table_rate",
 ]

@@ -1,13 +1,16 @@
-"""The driver of an inference run: plan, stream each pass of models, store finished shards, reconcile, manifest.
+"""The driver of an inference run: plan, schedule every model onto the slots, store each shard as it comes back,
+reconcile, write the manifest.
 
 :func:`run_inference` plans every dataset's shards (:mod:`mlray.inference.plan`), asks the store which shards
 each model has finished (:func:`mlray.store.store_listing`; parts of shards the plan no longer has stop the run,
-:func:`mlray.store.refuse_stale_parts`), and streams the shards some model still needs through one Ray Data
-pipeline per pass of models (:mod:`mlray.inference.pipeline`). As soon as all rows of a shard are back
-(:class:`~mlray.inference.collect.ShardCollector`) it is stored for every model of the pass that lacked it
-(:func:`mlray.store.finish_shard`: errors part first, then predictions part), so a killed run resumes where it
-stopped and never stores a row twice. At the end every (dataset, model) is reconciled (images in = predictions +
-errors) and ``OUT/run_manifest.json`` records the settings, the counts and each model's steady images/s.
+:func:`mlray.store.refuse_stale_parts`), sizes the model slots per node (:mod:`mlray.inference.slots`; a setting
+no node can hold stops the run here, in one line), and gives each model's missing shards, costed by
+:mod:`mlray.inference.costs`, to the scheduler (:mod:`mlray.inference.schedule`) and the dispatch loop
+(:mod:`mlray.inference.dispatch`). Each (model, shard) result is stored as soon as it is back
+(:func:`mlray.store.finish_shard`: errors part first, then predictions part; :func:`_store_shard` is the one
+place this module writes to the store), so a killed run resumes where it stopped and never stores a row twice. At
+the end every (dataset, model) is reconciled (images in = predictions + errors) and ``OUT/run_manifest.json``
+records the settings, the slots, the counts, each model's expected and steady images/s.
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ..config import RunConfig
 from ..datasets import plan_images
@@ -37,36 +42,40 @@ from ..store import (
     refuse_stale_parts,
     store_listing,
 )
-from .collect import Rows, ShardCollector
-from .pipeline import ModelStage, build_dataset, pass_spec, quiet_ray_data, start_counter
+from .costs import Rate, model_rate, stored_rates
+from .dispatch import dispatch, slot_options
 from .plan import (
-    Hardware,
-    PassPlan,
     PlannedShard,
-    cluster_gpus,
-    hardware_defaults,
+    PrepGroup,
+    build_works,
     model_specs,
-    plan_passes,
     planned_shards,
     planned_tags,
+    prep_groups,
     reuse_notes,
     reused_shards,
+    shard_bytes,
 )
 from .progress import ProgressSink
-from .ticks import Ticking
-from .timing import BatchMarks
+from .schedule import LOAD_SECONDS, Chunk, Scheduler, Work
+from .slots import Slot, SlotPlan, cluster_nodes, plan_slots
+from .timing import SteadyRates
+from .worker import ModelStage, PredictorSettings, ShardResult, SlotWorker, decode_batch, start_counter
 
 PROGRESS_INTERVAL = 0.5
-"""Seconds between two progress updates while a pass runs."""
+"""Seconds between two progress updates while the run goes."""
+CACHE_OBJECT_STORES = 2.0
+"""The decode cache may hold this many times the cluster's object store memory (Ray spills the rest to disk)."""
 
 
 @dataclass
 class ModelRun:
-    """One model of the run: its spec, preprocessing, what the manifest says of it, and its measured rate."""
+    """One model of the run: its spec, preprocessing, what the manifest says of it, its expected and measured rate."""
 
     spec: ModelSpec
     prep: Preprocessing
     info: dict[str, Any]
+    rate: Rate | None = None  # expected images/s on one slot, and where the figure comes from
     steady: float | None = None  # images/s after its first batch, in this run
 
 
@@ -78,13 +87,16 @@ class InferenceResult:
         default_factory=dict
     )  # (dataset, model) -> images/predictions/errors
     seconds: dict[str, float] = field(default_factory=dict)  # dataset -> seconds from the start to its last shard
-    images_processed: dict[str, int] = field(default_factory=dict)  # dataset -> images read (summed over passes)
+    images_processed: dict[str, int] = field(default_factory=dict)  # dataset -> images read
+    decodes: dict[str, int] = field(default_factory=dict)  # dataset -> images resized (summed over preprocessings)
     total_seconds: float = 0.0
     steady_images_per_second: dict[str, float] = field(default_factory=dict)  # model -> after its first batch
     manifest: Path | None = None
     reused_shards: dict[tuple[str, str], int] = field(default_factory=dict)  # (dataset, model) -> found finished
     stored_shards: dict[tuple[str, str], int] = field(default_factory=dict)  # (dataset, model) -> finished at the end
     total_shards: dict[str, int] = field(default_factory=dict)  # dataset -> planned shards
+    slots: int = 0  # model slots the run planned
+    preprocessings: int = 0  # distinct preprocessings (groups) among the models
 
 
 def run_inference(
@@ -92,25 +104,20 @@ def run_inference(
 ) -> InferenceResult:
     """Predictions for every (dataset with images) x model of the config, into ``OUT/predictions`` (resumable).
 
-    All datasets go through one streaming pipeline per pass of models (each model's actors start and load
-    their weights once per run, not once per dataset); rows carry their shard key ``<dataset>/<shard tag>``.
-    Models go in passes of ``models_per_pass`` (:func:`~mlray.inference.plan.hardware_defaults`), so hundreds of
-    models never ask for more GPUs than the cluster has; ``inference.device: gpu`` plans GPU actors even before
-    an autoscaling cluster has started its GPU nodes. ``progress`` (a :class:`ProgressSink`) gets a note of what
-    the store already held, then the live counts of every pass.
+    Every image is read and decoded once per distinct preprocessing of the models that lack it, and every model
+    runs on the first free slot, longest first, until the work runs out (see :mod:`mlray.inference.schedule`).
+    ``progress`` (a :class:`ProgressSink`) gets a note of what the store already held, then the live counts.
     """
     import ray
 
     start = time.perf_counter()
     out = Path(out_dir)
-    quiet_ray_data(ray)
     specs = model_specs(config.models, config.base_dir)
     if not specs:
         raise MlrayError(f"{config.source}: no models to evaluate (add a 'models:' list)")
     settings = config.inference
-    resources = ray.cluster_resources()
-    gpus = cluster_gpus(settings.device, resources)
-    hw = hardware_defaults(settings, gpus, resources.get("CPU", 1), len(specs))
+    nodes = cluster_nodes(ray)
+    slot_plan = plan_slots(nodes, settings)
     runs = [ModelRun(spec, resolve_preprocessing(spec), model_info(spec)) for spec in specs]
     names = [r.spec.name for r in runs]
 
@@ -123,24 +130,37 @@ def run_inference(
         for name in plans:
             refuse_stale_parts(out, name, model, tags.get(name, set()))
     listing = store_listing(out, plans, names)
+    groups = prep_groups([(r.spec.name, r.prep) for r in runs])
     result = InferenceResult(
         images_processed={name: 0 for name in plans},
+        decodes={name: 0 for name in plans},
         reused_shards=reused_shards(list(plans), names, shards, listing),
         total_shards={name: len(plan.shards) for name, plan in plans.items()},
+        slots=len(slot_plan.slots),
+        preprocessings=len(groups),
     )
     if progress is not None:
         for line in reuse_notes(result.reused_shards, result.total_shards):
             progress.note(line)
 
+    earlier = stored_rates(out, slot_plan.kind)
+    for r in runs:
+        r.rate = model_rate(r.spec.name, r.prep.input_size[1], earlier)
+    works = build_works(groups, shards, listing, {r.spec.name: r.rate for r in runs if r.rate is not None})
     finished_at: dict[str, float] = {}
-    processed: set[str] = set()
-    for pp in plan_passes(names, hw.models_per_pass, shards, listing):
-        processed.update(pp.todo)
-        for name, n in pp.images(shards).items():
-            result.images_processed[name] += n
-        if pp.todo:
-            pass_runs = runs[pp.first_model : pp.first_model + len(pp.models)]
-            _run_pass(ray, pp, pass_runs, shards, config, hw, gpus, progress, out, finished_at, start)
+    if any(w.shards for w in works):
+        cache = CACHE_OBJECT_STORES * sum(n.object_store_bytes for n in nodes) or float("inf")
+        scheduler = Scheduler(
+            works, shard_bytes(groups, works, shards), len(slot_plan.slots), cache_bytes=cache,
+            load_seconds=LOAD_SECONDS, max_slots_per_work=settings.actors_per_model,
+        )  # fmt: skip
+        run = _Run(ray, config, out, runs, groups, works, shards, slot_plan, progress, start)
+        run.go(scheduler, lambda: [s for s in plan_slots(cluster_nodes(ray), settings).slots])
+        finished_at = run.finished_at
+        for key, n in run.stats_reads.items():
+            result.images_processed[shards[key].dataset] += n * shards[key].n
+        for key, n in run.stats_decodes.items():
+            result.decodes[shards[key].dataset] += n * shards[key].n
 
     result.total_seconds = time.perf_counter() - start
     result.steady_images_per_second = {r.spec.name: r.steady for r in runs if r.steady is not None}
@@ -151,7 +171,7 @@ def run_inference(
             n_err = count_rows(errors_root(out), name, model)
             result.counts[(name, model)] = {"images": plan.n_images, "predictions": n_pred, "errors": n_err}
             result.stored_shards[(name, model)] = len(finished_shards(out, name, model) & tags.get(name, set()))
-    result.manifest = _write_manifest(out, config, hw, plans, shards, processed, runs, result)
+    result.manifest = _write_manifest(out, config, slot_plan, plans, runs, result)
     bad = [(k, c) for k, c in result.counts.items() if c["predictions"] + c["errors"] != c["images"]]
     if bad:
         (d, m), c = bad[0]
@@ -161,131 +181,188 @@ def run_inference(
     return result
 
 
-def _run_pass(
-    ray: Any,
-    pp: PassPlan,
-    runs: list[ModelRun],
-    shards: Mapping[str, PlannedShard],
-    config: RunConfig,
-    hw: Hardware,
-    gpus: float,
-    progress: ProgressSink | None,
-    out: Path,
-    finished_at: dict[str, float],
-    start: float,
-) -> None:
-    """One pass: the ``pp.todo`` shards through read -> decode -> one actor pool per model of ``runs`` -> the
-    store (a shard is stored as soon as all its rows are back); progress about twice a second."""
-    spec = pass_spec(
-        [(r.spec, r.prep, pp.needs[r.spec.name]) for r in runs],
-        [(key, shards[key].shard) for key in pp.todo],
-        config.inference,
-        hw,
-        gpus,
-    )
-    counter = start_counter(ray) if progress is not None else None
-    ds = build_dataset(ray, spec, counter)
-    name_of = {s.out: s.spec.name for s in spec.stages}
-    collector = ShardCollector({key: shards[key].n for key in pp.todo})
-    left: dict[str, int] = {}
-    for key in pp.todo:
-        left[shards[key].dataset] = left.get(shards[key].dataset, 0) + 1
-    stored = {name: 0 for name in pp.stored_totals}
-    marks = [BatchMarks() for _ in spec.stages]
-    if progress is not None:
-        progress.begin(pp.label, dict(pp.stored_totals), dict(pp.model_totals))
-    batches = Ticking(ds.iter_batches(batch_size=None, batch_format="numpy"), PROGRESS_INTERVAL)
-    last = float("-inf")
-    try:
-        for batch in batches:
-            if batch is not None:
-                for stage, m in zip(spec.stages, marks):
-                    m.add(batch[f"{stage.out}_t"])
-                for key, rows in collector.add(batch):
-                    planned = shards[key]
-                    _store_shard(out, planned, rows, spec.stages)
-                    stored[planned.dataset] += planned.n
-                    left[planned.dataset] -= 1
-                    if not left[planned.dataset]:
-                        finished_at[planned.dataset] = time.perf_counter() - start
-            now = time.monotonic()
-            if progress is not None and counter is not None and now - last >= PROGRESS_INTERVAL:
-                last = now
-                inferred = {name_of[k]: n for k, n in ray.get(counter.get.remote()).items()}
-                progress.update(dict(stored), inferred, now)
-        if collector.pending:
-            raise MlrayError(f"shards {collector.pending} came back incomplete")
-        if progress is not None:  # the pipeline has drained: every model finished all its rows
-            progress.update(dict(stored), dict(pp.model_totals), time.monotonic())
-    finally:
-        batches.close()
-        if progress is not None:
-            progress.end()
-    for r, m in zip(runs, marks):
-        r.steady = m.rate()
+class _Backend:
+    """The real :class:`~mlray.inference.dispatch.Backend`: slots that run timm models, and
+    :func:`~mlray.inference.worker.decode_batch` reading and decoding shards for the groups' preprocessings."""
+
+    def __init__(
+        self, ray: Any, config: RunConfig, runs: Sequence[ModelRun], groups: Sequence[PrepGroup],
+        works: Sequence[Work], shards: Mapping[str, PlannedShard], slot_plan: SlotPlan, counter: Any,
+    ) -> None:  # fmt: skip
+        by_name = {r.spec.name: r for r in runs}
+        self._stages = [ModelStage(by_name[w.name].spec, by_name[w.name].prep) for w in works]
+        self._preps = {g.index: g.prep for g in groups}
+        self._shards = shards
+        self._settings = config.inference
+        self._plan = slot_plan
+        self._counter = counter
+        self._worker = ray.remote(SlotWorker)
+        self.decode_cpus = slot_plan.decode_cpus
+
+    def start(self, slot: Slot) -> Any:
+        """A :class:`~mlray.inference.worker.SlotWorker` actor for ``slot``."""
+        s = self._settings
+        predictor = PredictorSettings(s.precision, s.channels_last, s.compile, slot.threads)
+        return self._worker.options(**slot_options(slot)).remote(predictor, s.k, self._plan.batch_size, self._counter)
+
+    def payload(self, work: int) -> ModelStage:
+        """The model stage of work ``work``."""
+        return self._stages[work]
+
+    def decoder(self, keys: Sequence[str], groups: Sequence[int]) -> tuple[Any, dict[str, Any]]:
+        """:func:`~mlray.inference.worker.decode_batch` with the shards of ``keys`` and the preprocessings of
+        ``groups``."""
+        shards = {key: self._shards[key].shard for key in keys}
+        preps = {g: self._preps[g] for g in groups}
+        return decode_batch, {"shards": shards, "preps": preps, "max_pixels": self._settings.max_pixels}
+
+    def rows(self, key: str) -> int:
+        """Images in shard ``key``."""
+        return self._shards[key].n
 
 
-def _store_shard(out: Path, planned: PlannedShard, rows: Rows, stages: tuple[ModelStage, ...]) -> None:
-    """Store one complete shard for every model stage that lacks it: its errors part, then its predictions part."""
-    failed = rows["error"] != ""
-    ok = ~failed
-    ids = rows["image_id"].astype(str)
-    for stage in stages:
-        if planned.key not in stage.todo:
-            continue
-        name = stage.spec.name
-        errors = errors_table(
-            planned.dataset,
-            name,
-            ids[failed].tolist(),
-            rows["path"][failed].astype(str).tolist(),
-            rows["stage"][failed].astype(str).tolist(),
-            rows["error"][failed].astype(str).tolist(),
+class _Run:
+    """One dispatch of the run's works: stores each (model, shard) as it comes back, reports progress."""
+
+    def __init__(
+        self, ray: Any, config: RunConfig, out: Path, runs: list[ModelRun], groups: Sequence[PrepGroup],
+        works: Sequence[Work], shards: Mapping[str, PlannedShard], slot_plan: SlotPlan,
+        progress: ProgressSink | None, start: float,
+    ) -> None:  # fmt: skip
+        self.ray, self.config, self.out, self.runs, self.groups = ray, config, out, runs, groups
+        self.works, self.shards, self.slot_plan, self.progress, self.start = works, shards, slot_plan, progress, start
+        self.finished_at: dict[str, float] = {}
+        self.stats_reads: dict[str, int] = {}
+        self.stats_decodes: dict[str, int] = {}
+        self._owners: dict[str, int] = {}  # shard key -> works that still have to store it
+        for w in works:
+            for key in w.shards:
+                self._owners[key] = self._owners.get(key, 0) + 1
+        self._left: dict[str, int] = {}  # dataset -> shards some work still has to store
+        self.stored_totals: dict[str, int] = {}
+        for key in self._owners:
+            d = shards[key].dataset
+            self._left[d] = self._left.get(d, 0) + 1
+            self.stored_totals[d] = self.stored_totals.get(d, 0) + shards[key].n
+        self.model_totals = {w.name: sum(shards[k].n for k in w.shards) for w in works if w.shards}
+        self.stored = {d: 0 for d in self.stored_totals}
+        self.rates = SteadyRates()
+        self._last = float("-inf")
+        self._counter: Any = None
+
+    def go(self, scheduler: Scheduler, replan: Any) -> None:
+        """Dispatch every work, storing results as they come; progress about twice a second."""
+        ray = self.ray
+        if self.progress is not None:
+            self._counter = start_counter(ray)
+            self.progress.begin("", dict(self.stored_totals), dict(self.model_totals))
+        backend = _Backend(ray, self.config, self.runs, self.groups, self.works, self.shards, self.slot_plan,
+                           self._counter)  # fmt: skip
+        try:
+            stats = dispatch(ray, scheduler, self.slot_plan.slots, backend, self._on_result, self._tick, replan=replan)
+            if self.progress is not None:  # everything has come back: the final counts
+                self.progress.update(dict(self.stored), dict(self.model_totals), time.monotonic())
+        finally:
+            if self.progress is not None:
+                self.progress.end()
+            if self._counter is not None:
+                ray.kill(self._counter)
+        self.stats_reads, self.stats_decodes = stats.reads, stats.decodes
+        for r in self.runs:
+            r.steady = self.rates.rate(r.spec.name)
+
+    def _on_result(self, slot: str, chunk: Chunk, results: list[ShardResult]) -> None:
+        """Store each shard of a chunk that came back, and count it."""
+        model = self.works[chunk.work].name
+        for res in results:
+            planned = self.shards[res["key"]]
+            _store_shard(self.out, planned, model, res)
+            self.rates.add(slot, model, res["marks"])
+            self._owners[planned.key] -= 1
+            if not self._owners[planned.key]:
+                self.stored[planned.dataset] += planned.n
+                self._left[planned.dataset] -= 1
+                if not self._left[planned.dataset]:
+                    self.finished_at[planned.dataset] = time.perf_counter() - self.start
+
+    def _tick(self) -> None:
+        """Live counts to the progress sink, at most every :data:`PROGRESS_INTERVAL` seconds."""
+        now = time.monotonic()
+        if self.progress is None or self._counter is None or now - self._last < PROGRESS_INTERVAL:
+            return
+        self._last = now
+        inferred = self.ray.get(self._counter.get.remote())
+        self.progress.update(dict(self.stored), {m: inferred.get(m, 0) for m in self.model_totals}, now)
+
+
+def _store_shard(out: Path, planned: PlannedShard, model: str, res: ShardResult) -> None:
+    """Store one shard of one model: its errors part, then its predictions part (the one place this module writes
+    to the store). The shard must come back whole, each image once."""
+    ids = np.asarray(res["image_id"]).astype(str)
+    if len(ids) != planned.n or len(set(ids.tolist())) != len(ids):
+        raise MlrayError(
+            f"pipeline: shard {planned.key} came back with {len(ids)} rows ({len(set(ids.tolist()))} distinct image "
+            f"ids) for {planned.n} images"
         )
-        predictions = predictions_table(
-            planned.dataset, name, ids[ok].tolist(), rows[f"{stage.out}_idx"][ok], rows[f"{stage.out}_prob"][ok]
-        )
-        finish_shard(out, planned.dataset, name, planned.tag, predictions, errors)
+    error = np.asarray(res["error"]).astype(str)
+    failed = error != ""
+    errors = errors_table(
+        planned.dataset, model, ids[failed].tolist(), np.asarray(res["path"])[failed].astype(str).tolist(),
+        np.asarray(res["stage"])[failed].astype(str).tolist(), error[failed].tolist(),
+    )  # fmt: skip
+    predictions = predictions_table(planned.dataset, model, ids[~failed].tolist(), res["idx"], res["prob"])
+    finish_shard(out, planned.dataset, model, planned.tag, predictions, errors)
 
 
 def _write_manifest(
     out: Path,
     config: RunConfig,
-    hw: Hardware,
+    slot_plan: SlotPlan,
     plans: Mapping[str, ImagePlan],
-    shards: Mapping[str, PlannedShard],
-    processed: set[str],
     runs: list[ModelRun],
     result: InferenceResult,
 ) -> Path:
-    """Write ``OUT/run_manifest.json`` atomically: the config, the settings, per dataset and model the counts and
-    timings, and each model's steady images/s. Returns its path."""
+    """Write ``OUT/run_manifest.json`` atomically: the config, the settings and slots, per dataset and model the
+    counts and timings, each model's expected rate (and its source) and steady images/s (a model this run did
+    not measure keeps the rate an earlier run into this store measured). Returns its path."""
+    path = out / "run_manifest.json"
+    try:
+        earlier = json.loads(path.read_text()).get("models") or {}
+    except (OSError, ValueError):
+        earlier = {}
     n_all = sum(result.images_processed.values())
     manifest: dict[str, Any] = {
         "config": config.model_dump(mode="json"),
-        "settings": {**config.inference.model_dump(), **hw.as_dict()},
+        "settings": {**config.inference.model_dump(), **slot_plan.as_dict()},
         "datasets": {},
         "models": {},
     }
     for name, plan in plans.items():
         manifest["datasets"][name] = {
             "images": plan.n_images, "shards": len(plan.shards),
-            "shards_processed": sum(1 for k in processed if shards[k].dataset == name),
-            "images_processed": result.images_processed[name],
+            "images_processed": result.images_processed[name], "decodes": result.decodes[name],
             "finished_after_s": round(result.seconds[name], 3), "skipped_non_image": plan.n_skipped_non_image,
         }  # fmt: skip
     for r in runs:
-        manifest["models"][r.spec.name] = {
-            **r.info,
-            "steady_images_per_second": result.steady_images_per_second.get(r.spec.name),
-        }
+        entry = {**r.info, "steady_images_per_second": r.steady, "rate_measured_on": slot_plan.kind}
+        old = earlier.get(r.spec.name) if isinstance(earlier, dict) else None
+        if r.steady is None and isinstance(old, dict) and old.get("steady_images_per_second"):
+            entry["steady_images_per_second"] = old["steady_images_per_second"]
+            entry["rate_measured_on"] = old.get("rate_measured_on")
+        elif r.steady is None:
+            entry["rate_measured_on"] = None
+        if r.rate is not None:
+            entry["expected_images_per_second"] = round(r.rate.images_per_second, 3)
+            entry["rate_source"] = f"{r.rate.source}: {r.rate.detail}"
+        manifest["models"][r.spec.name] = entry
+    manifest["slots"] = result.slots
+    manifest["preprocessings"] = result.preprocessings
     manifest["seconds"] = round(result.total_seconds, 3)
     manifest["images_processed"] = n_all
     manifest["images_per_second"] = round(n_all / result.total_seconds, 2) if n_all else None
     manifest["counts"] = [{"dataset": d, "model": m, **c} for (d, m), c in result.counts.items()]
     manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     out.mkdir(parents=True, exist_ok=True)
-    path = out / "run_manifest.json"
     tmp = out / ".run_manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=2, default=str))
     os.replace(tmp, path)

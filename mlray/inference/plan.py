@@ -1,24 +1,26 @@
-"""Planning an inference run, without Ray: the models, the hardware defaults, the passes of models, and which
-shards each model still needs given what the store already holds.
+"""Planning an inference run, without Ray: the models, their preprocessing groups, which shards each model still
+needs given what the store already holds, and each model's work as the scheduler sees it.
 
-A run streams every dataset's shards through one pipeline per *pass* of models (each model's actors start and
-load their weights once). A shard is read in a pass when some model of that pass has not finished it
-(:func:`mlray.store.finished_shards`: a predictions part on disk); each model infers only the rows of the shards
-it lacks. Shards are keyed ``<dataset>/<shard tag>`` (:func:`mlray.store.shard_tag`).
+Shards are keyed ``<dataset>/<shard tag>`` (:func:`mlray.store.shard_tag`). A model needs the shards it has not
+finished (:func:`mlray.store.finished_shards`: a predictions part in the store); a shard is read and decoded when
+some model of a group needs it, and each model infers only the shards it lacks. Models whose preprocessing resizes
+and crops alike (:meth:`mlray.models.Preprocessing.resize_key`) form one *group*: their images are decoded and
+resized once and shared.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import InferenceConfig, ModelConfig
-from ..errors import MlrayError
+from ..config import ModelConfig
 from ..images import ImagePlan, Shard
-from ..models import ModelSpec, expand_model_names
+from ..models import ModelSpec, Preprocessing, expand_model_names
 from ..store import shard_tag
+from .costs import Rate
+from .schedule import Work
 
 Listing = Mapping[tuple[str, str], frozenset[str]]
 """What the store holds: ``{(dataset, model): tags of its finished shards}`` (:func:`mlray.store.store_listing`)."""
@@ -44,68 +46,7 @@ def model_specs(models: list[ModelConfig], base_dir: Path | None) -> list[ModelS
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Hardware
-
-
-def cluster_gpus(device: str, resources: Mapping[str, float]) -> float:
-    """The GPUs to plan for: the cluster's (``auto``), none (``cpu``), or at least one even before an autoscaling
-    cluster has started a GPU node (``gpu``). ``resources`` is ``ray.cluster_resources()``."""
-    found = float(resources.get("GPU", 0))
-    return {"auto": found, "cpu": 0.0, "gpu": max(1.0, found)}[device]
-
-
-@dataclass(frozen=True)
-class Hardware:
-    """The per-hardware settings of a run (:func:`hardware_defaults`)."""
-
-    batch_size: int  # images per model batch
-    actors: int  # actors per model
-    models_per_pass: int
-    cpus_per_actor: float  # CPUs each model actor asks for
-    cpu_threads: int | None  # torch threads per model actor on CPUs (None on GPUs)
-
-    def as_dict(self) -> dict[str, int | float | None]:
-        """The settings by name, as the run manifest records them."""
-        return {
-            "batch_size": self.batch_size,
-            "actors": self.actors,
-            "models_per_pass": self.models_per_pass,
-            "cpus_per_actor": self.cpus_per_actor,
-            "cpu_threads": self.cpu_threads,
-        }
-
-
-def hardware_defaults(settings: InferenceConfig, gpus: float, cpus: float, n_models: int) -> Hardware:
-    """Per-hardware defaults for what ``settings`` leaves open (None).
-
-    Models go through the pipeline in passes of ``models_per_pass`` (every pass reads and decodes the images
-    once for its models). On GPUs every model actor holds one GPU, so a pass holds as many models as there are
-    GPUs for their actors (one model per pass on one GPU; never more GPUs than the cluster has). On CPUs the
-    model actors of a pass share what is left after one CPU for reading/decoding (fractional CPU requests, so
-    the read stage can always be scheduled), and each actor's torch uses about as many threads as the CPUs it
-    was given (no oversubscription).
-    """
-    actors = settings.actors_per_model or (max(1, int(gpus)) if gpus else 1)
-    per_pass = settings.models_per_pass or (max(1, int(gpus) // actors) if gpus else 8)
-    per_pass = min(per_pass, n_models)
-    if gpus and settings.device == "auto" and actors * per_pass > gpus:
-        raise MlrayError(
-            f"inference: {per_pass} models per pass x {actors} actors per model need {actors * per_pass} GPUs at once, "
-            f"but the cluster has {gpus:g} (lower models_per_pass / actors_per_model, or set device: gpu to let "
-            "an autoscaler add GPU nodes)"
-        )
-    cpus_per_actor = settings.cpus_per_actor or (0.0 if gpus else max(0.25, (cpus - 1.0) / (per_pass * actors)))
-    return Hardware(
-        batch_size=settings.batch_size or (256 if gpus else 32),
-        actors=actors,
-        models_per_pass=per_pass,
-        cpus_per_actor=cpus_per_actor,
-        cpu_threads=None if gpus else max(1, round(cpus / (per_pass * actors))),
-    )
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Shards and passes
+# Shards
 
 
 @dataclass(frozen=True)
@@ -150,61 +91,6 @@ def missing_shards(model: str, shards: Mapping[str, PlannedShard], listing: List
     return [key for key, s in shards.items() if s.tag not in listing.get((s.dataset, model), frozenset())]
 
 
-@dataclass(frozen=True)
-class PassPlan:
-    """What one pass of models does: the shards it reads and, per model, the shards that model infers.
-
-    ``todo`` holds the keys of the shards some model of the pass lacks (plan order); ``needs[model]`` those that
-    model lacks (a model skips the rows of the other shards). ``stored_totals`` counts, per dataset, the images
-    of ``todo`` (what the pass writes to the store; datasets with none left out), ``model_totals`` the images each
-    model infers.
-    """
-
-    index: int  # 0-based
-    count: int  # passes in the run
-    first_model: int  # position of the pass's first model among all models (0-based)
-    n_models: int  # models in the run
-    models: tuple[str, ...]
-    todo: tuple[str, ...]
-    needs: Mapping[str, frozenset[str]]
-    stored_totals: dict[str, int] = field(default_factory=dict)
-    model_totals: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def label(self) -> str:
-        """What the progress display appends to its lines: ``" (pass 1/2)"``, or ``""`` in a one-pass run."""
-        return f" (pass {self.index + 1}/{self.count})" if self.count > 1 else ""
-
-    def images(self, shards: Mapping[str, PlannedShard]) -> dict[str, int]:
-        """Images the pass reads per dataset (every dataset of ``shards``, 0 where it reads none)."""
-        out = {s.dataset: 0 for s in shards.values()}
-        for key in self.todo:
-            out[shards[key].dataset] += shards[key].n
-        return out
-
-
-def plan_passes(
-    models: Sequence[str], per_pass: int, shards: Mapping[str, PlannedShard], listing: Listing
-) -> list[PassPlan]:
-    """The passes of a run: ``models`` in groups of ``per_pass`` (in order), each with the shards its models
-    still need given the store ``listing``. A pass whose models have every shard has an empty ``todo``."""
-    if per_pass < 1:
-        raise MlrayError(f"inference: models_per_pass must be at least 1, got {per_pass}")
-    groups = [tuple(models[i : i + per_pass]) for i in range(0, len(models), per_pass)]
-    out = []
-    for index, group in enumerate(groups):
-        needs = {m: frozenset(missing_shards(m, shards, listing)) for m in group}
-        todo = tuple(key for key in shards if any(key in needs[m] for m in group))
-        stored: dict[str, int] = {}
-        for key in todo:
-            stored[shards[key].dataset] = stored.get(shards[key].dataset, 0) + shards[key].n
-        model_totals = {m: sum(shards[key].n for key in needs[m]) for m in group}
-        out.append(
-            PassPlan(index, len(groups), index * per_pass, len(models), group, todo, needs, stored, model_totals)
-        )
-    return out
-
-
 # --------------------------------------------------------------------------------------------------------------
 # What a resumed run reuses
 
@@ -235,3 +121,54 @@ def reuse_notes(reused: Mapping[tuple[str, str], int], total_shards: Mapping[str
                 f"({total} shards x {len(counts)} models; {min(counts)} to {max(counts)} shards per model)"
             )
     return lines
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Preprocessing groups and the scheduler's works
+
+
+@dataclass(frozen=True)
+class PrepGroup:
+    """Models whose images are resized and cropped alike: decoded once, shared (``prep`` is the first model's)."""
+
+    index: int
+    prep: Preprocessing
+    models: tuple[str, ...]
+
+    @property
+    def image_bytes(self) -> int:
+        """Bytes one decoded image of this group takes (``uint8 H x W x 3``)."""
+        return self.prep.input_size[1] * self.prep.input_size[2] * 3
+
+
+def prep_groups(models: Sequence[tuple[str, Preprocessing]]) -> list[PrepGroup]:
+    """The preprocessing groups of ``(model name, preprocessing)`` pairs, in order of first appearance."""
+    firsts: dict[tuple, Preprocessing] = {}
+    members: dict[tuple, list[str]] = {}
+    for name, prep in models:
+        key = prep.resize_key()
+        firsts.setdefault(key, prep)
+        members.setdefault(key, []).append(name)
+    return [PrepGroup(i, firsts[key], tuple(members[key])) for i, key in enumerate(firsts)]
+
+
+def build_works(
+    groups: Sequence[PrepGroup], shards: Mapping[str, PlannedShard], listing: Listing, rates: Mapping[str, Rate]
+) -> list[Work]:
+    """One :class:`~mlray.inference.schedule.Work` per model (group order, then model order): the shards it lacks
+    and the seconds each is expected to take at its rate."""
+    works = []
+    for group in groups:
+        for name in group.models:
+            needs = missing_shards(name, shards, listing)
+            seconds = tuple(rates[name].seconds(shards[key].n) for key in needs)
+            works.append(Work(name, group.index, tuple(needs), seconds))
+    return works
+
+
+def shard_bytes(
+    groups: Sequence[PrepGroup], works: Sequence[Work], shards: Mapping[str, PlannedShard]
+) -> dict[tuple[int, str], float]:
+    """What each (group, shard) some work needs takes in the decode cache, in bytes."""
+    by_index = {g.index: g for g in groups}
+    return {(w.group, key): float(shards[key].n * by_index[w.group].image_bytes) for w in works for key in w.shards}

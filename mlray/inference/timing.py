@@ -1,35 +1,38 @@
-"""Steady-state throughput of each model: images/s after its first batch (start-up and model loading excluded).
+"""Steady-state throughput of each model: images/s after its first batch on a slot (start-up and model loading
+excluded), as the run manifest records it and later runs schedule by (:mod:`mlray.inference.costs`).
 
-Every model batch stamps its rows with the time the model finished it (``m<j>_t``, :class:`~mlray.inference.
-pipeline.Predictor`); :class:`BatchMarks` tallies those stamps as the rows reach the driver and
-:func:`steady_rate` turns them into the rate the run manifest records.
+Every model batch is stamped with the time the slot finished it (:class:`~mlray.inference.worker.SlotWorker`).
+A *run* is a stretch of consecutive chunks of one model on one slot; a model may have several runs (on several
+slots, or when a slot came back to it). Its steady rate is the images after the first batch of each run over the
+time from that first batch to the run's last batch, summed over its runs.
 """
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Sequence
 
 
-def steady_rate(marks: dict[float, int]) -> float | None:
-    """Images/s after the first batch, from ``{finish time of a model batch: images in it}`` (start-up and model
-    loading excluded); None with fewer than two batches."""
-    if len(marks) < 2:
-        return None
-    times = sorted(marks)
-    return sum(marks[t] for t in times[1:]) / (times[-1] - times[0]) if times[-1] > times[0] else None
-
-
-class BatchMarks:
-    """The finish times of one model's batches and the images in each, as its rows come back."""
+class SteadyRates:
+    """The batch marks of every model's runs, as chunk results come back (in order per slot)."""
 
     def __init__(self) -> None:
-        self.marks: dict[float, int] = {}
+        self._runs: dict[str, list[list[tuple[float, int]]]] = {}
+        self._open: dict[str, tuple[str, list[tuple[float, int]]]] = {}  # slot -> (model, its current run)
 
-    def add(self, stamps: np.ndarray) -> None:
-        """Count the rows of a batch by their stamp (NaN = the model skipped the row)."""
-        for value, count in zip(*np.unique(stamps[~np.isnan(stamps)], return_counts=True)):
-            self.marks[float(value)] = self.marks.get(float(value), 0) + int(count)
+    def add(self, slot: str, model: str, marks: Sequence[tuple[float, int]]) -> None:
+        """The ``(finish time, images)`` of the batches of one chunk of ``model`` that ran on ``slot``."""
+        current = self._open.get(slot)
+        if current is None or current[0] != model:
+            current = (model, [])
+            self._open[slot] = current
+            self._runs.setdefault(model, []).append(current[1])
+        current[1].extend(marks)
 
-    def rate(self) -> float | None:
-        """The model's steady images/s (:func:`steady_rate`)."""
-        return steady_rate(self.marks)
+    def rate(self, model: str) -> float | None:
+        """``model``'s steady images/s (None without two batches in one run)."""
+        images, seconds = 0, 0.0
+        for run in self._runs.get(model, []):
+            if len(run) >= 2 and run[-1][0] > run[0][0]:
+                images += sum(n for _, n in run[1:])
+                seconds += run[-1][0] - run[0][0]
+        return images / seconds if seconds > 0 else None

@@ -24,6 +24,8 @@ left behind; every listing here ignores them.
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -179,8 +181,8 @@ class RemoteFolder:
                         pass
                     raise
             else:
-                with self.fs.open_output_stream(target) as fh:  # one PUT: the object appears when it completes
-                    fh.write(data)
+                with _signals_held(), self.fs.open_output_stream(target) as fh:  # one PUT: the object appears when
+                    fh.write(data)  # it completes (on close, even after an exception: hence no interrupt here)
         except MlrayError:
             raise
         except Exception as exc:
@@ -237,6 +239,27 @@ class RemoteFolder:
                 return int(pq.read_metadata(fh).num_rows)
         except Exception as exc:
             raise self._fail(rel, "read the footer of", exc) from None
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block ends, then raise the interrupt (in the main thread; elsewhere a
+    no-op): pyarrow's output streams complete an object on close even when the write was interrupted, so an
+    interrupt between opening and writing would publish an empty part."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    before = {
+        sig: signal.signal(sig, lambda signum, frame: held.append(signum)) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+    if held:
+        raise KeyboardInterrupt
 
 
 def open_remote(uri: str) -> RemoteFolder:
