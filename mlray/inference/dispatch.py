@@ -110,7 +110,6 @@ class _Feeder:
                 fn, fn_kwargs=kwargs, batch_size=1, batch_format="numpy", num_cpus=self.backend.decode_cpus
             )
             ds.context.execution_options.preserve_order = True  # blocks come back in the order of ``keys``
-            ds.context.enable_progress_bars = False
             order = iter(self.keys)
             key, refs, rows = next(order), [], 0
             for bundle in ds.iter_internal_ref_bundles():
@@ -127,6 +126,24 @@ class _Feeder:
                     return
         except BaseException as exc:  # to the dispatch loop, which stops the run with it
             self.arrivals.put((None, (), exc))
+
+
+def quiet_ray_data(ray: Any) -> None:
+    """mlray prints its own progress (per dataset and model); Ray Data's progress bars and INFO lines would
+    interleave with it, so they go (warnings and errors still show; full logs stay in the Ray session dir)."""
+    import logging
+
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled"
+    # a decode task's memory is one shard's images, known and bounded: the "uses N MiB per worker but requests 0"
+    # detector only adds noise; the other detectors (hanging tasks ...) stay on
+    detectors = ctx.issue_detectors_config.detectors
+    ctx.issue_detectors_config.detectors = [d for d in detectors if d.__name__ != "HighMemoryIssueDetector"]
 
 
 def dispatch(
@@ -150,6 +167,7 @@ def dispatch(
     so short chunks never leave it idle while the driver is busy; a queued chunk goes to its slot once its shards
     are decoded. The slots' actors are killed and the decode waves stopped at the end."""
     start = time.monotonic()
+    quiet_ray_data(ray)
     placement_timeout = PLACEMENT_TIMEOUT if placement_timeout is None else placement_timeout
     stats = DispatchStats()
     handles: dict[str, Any] = {}

@@ -15,11 +15,11 @@ The policy (:class:`Scheduler`), asked for the next piece of work for a free slo
 4. else it waits (the work that is left is running).
 
 Groups open in the order of their longest model (longest first), as many as the cache budget allows, and early
-enough that their decode runs ahead of the models (a group opens while the open groups have fewer not-yet-started
-models than there are slots). Work goes out in *chunks* of consecutive shards: about ``1 / chunks_per_slot`` of
-a slot's share of the run, and smaller towards the end (guided self-scheduling: at most the work left over two
-per slot), so the slots finish together. Each chunk is one call to a slot and its shards are stored as they
-come back (per-shard resume is unchanged).
+enough that their decode runs ahead of the models (a group opens while the open groups hold fewer than
+:data:`AHEAD_WORKS` not-yet-started models or :data:`AHEAD_SECONDS` of expected work per slot). Work goes out
+in *chunks* of consecutive shards: about ``1 / chunks_per_slot`` of a slot's share of the run, and smaller
+towards the end (guided self-scheduling: at most the work left over two per slot), so the slots finish together.
+Each chunk is one call to a slot and its shards are stored as they come back (per-shard resume is unchanged).
 
 :func:`simulate` runs the same policy against expected costs (what ``mlray plan`` prints and the unit tests
 check); :func:`lower_bound` is the bound no schedule beats: ``max(total / slots, largest single model)``.
@@ -34,6 +34,11 @@ from dataclasses import dataclass, field
 
 WAVE_GROUPS = 4
 """At most this many groups open together and share one read and decode of each image."""
+AHEAD_WORKS = 4
+"""Groups open ahead while the open groups hold fewer than this many not-yet-started models per slot ..."""
+AHEAD_SECONDS = 60.0
+"""... or less than this many expected seconds of them per slot (so each group's decode starts well before its
+models: a Ray Data decode wave takes a few seconds to start)."""
 LOAD_SECONDS = 10.0
 """Expected seconds to build a model and load its weights on a slot (a slot helps another only to save more)."""
 
@@ -140,6 +145,7 @@ class Scheduler:
         self._unfinished = {g: len(m) for g, m in self._members.items()}  # works of the group not finished
         self._waves: list[tuple[int, ...]] = []
         self._ready: list[tuple[float, int]] = []  # heap of (-total, work) of the open groups, not started yet
+        self._ready_seconds = 0.0  # their expected seconds
         self._current: dict[Hashable, int] = {}
         self.set_slots(slots)
 
@@ -234,14 +240,15 @@ class Scheduler:
     # ---------------------------------------------------------------------------------------------- policy
 
     def _refill(self) -> None:
-        """Open groups, longest model first, while the open groups hold fewer than two not-yet-started works per
-        slot and the cache budget allows (one group always may); the groups opened together form waves of at most
+        """Open groups, longest model first, while the open groups hold fewer than :data:`AHEAD_WORKS`
+        not-yet-started works or :data:`AHEAD_SECONDS` of them per slot, and the cache budget allows (one group
+        always may); the groups opened together form waves of at most
         :data:`WAVE_GROUPS` (the groups of a wave share one read and decode of each image)."""
         wave: list[int] = []
         while self._closed_order and (
             not self._open
             or (
-                len(self._ready) < 2 * self.slots
+                (len(self._ready) < AHEAD_WORKS * self.slots or self._ready_seconds < AHEAD_SECONDS * self.slots)
                 and self._open_bytes + self._group_bytes[self._closed_order[0]] <= self.cache_bytes
             )
         ):
@@ -259,13 +266,16 @@ class Scheduler:
         self._open_bytes += self._group_bytes[g]
         for i in self._members[g]:
             heapq.heappush(self._ready, (-self.works[i].total, i))
+            self._ready_seconds += self.works[i].total
         return g
 
     def _pick_new(self) -> int | None:
         """The longest not-yet-started work of the open groups."""
         if not self._ready:
             return None
-        return heapq.heappop(self._ready)[1]
+        i = heapq.heappop(self._ready)[1]
+        self._ready_seconds -= self.works[i].total
+        return i
 
     def _pick_help(self) -> int | None:
         """A started work that no slot runs any more (its slot was lost), else the started work with the most
