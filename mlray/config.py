@@ -61,6 +61,9 @@ class DatasetConfig(_Strict):
     images: str | None = None  # folder, manifest or shards; local or s3:// / gs://
     layout: Literal[LAYOUTS] | None = None  # type: ignore[valid-type]
     shard_size: int = Field(default=1000, ge=1)
+    classes: str | list[int | str] | None = None  # imagenet-a | imagenet-r | class indices / wnids | a file
+    class_map: str | None = None  # a many-to-one map file (ObjectNet-style): CSV class,imagenet_class or JSON
+    class_policy: Literal["mask", "all"] = "mask"  # rank the dataset's classes only, or all 1,000
 
     @field_validator("name")
     @classmethod
@@ -75,6 +78,8 @@ class DatasetConfig(_Strict):
             raise ValueError("images and layout go together")
         if self.images is None and self.labels.original is None and self.labels.multi is None:
             raise ValueError("needs labels.original and/or labels.multi (or images)")
+        if self.classes is not None and self.class_map is not None:
+            raise ValueError("give classes: (a subset) or class_map: (a many-to-one map), not both")
         return self
 
 

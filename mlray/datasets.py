@@ -1,8 +1,9 @@
 """A configured dataset = its images (:mod:`mlray.images`) joined with its labels (:mod:`mlray.labels`).
 
 :func:`plan_images` lists a dataset's images into shards, :func:`load_dataset_labels` joins its label sources
-(and the labels its image layout carries) into the canonical labels table, and :func:`shard_dataset` writes
-both into Parquet shards (``mlray shard``).
+(and the labels its image layout carries) into the canonical labels table, :func:`class_space` gives the classes
+it covers (``classes:`` / ``class_map:``; :mod:`mlray.labels.classes`), and :func:`shard_dataset` writes images
+and labels into Parquet shards (``mlray shard``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from .config import DatasetConfig, RunConfig
 from .errors import MlrayError
 from .images import DEFAULT_SHARD_SIZE, ImagePlan, WrittenShards, plan_shards, write_parquet_shards
 from .labels import DatasetLabels, SourceLabels, build_dataset_labels, read_source
+from .labels.classes import ClassSpace, map_space, subset_space
 
 
 def plan_images(config: RunConfig, dataset: DatasetConfig) -> ImagePlan:
@@ -24,6 +26,19 @@ def plan_images(config: RunConfig, dataset: DatasetConfig) -> ImagePlan:
     if dataset.images is None or dataset.layout is None:
         raise MlrayError(f"{config.source}: dataset {dataset.name!r} has no 'images:'")
     return plan_shards(dataset.images, dataset.layout, dataset.shard_size, base_dir=config.base_dir)
+
+
+def class_space(config: RunConfig, dataset: DatasetConfig) -> ClassSpace | None:
+    """The classes ``dataset`` covers (its ``classes:`` subset or ``class_map:``), or None: all 1,000. Relative
+    files resolve against the config file's folder; a bad entry is one line naming the file and line or row."""
+    try:
+        if dataset.classes is not None:
+            return subset_space(dataset.classes, config.base_dir)
+        if dataset.class_map is not None:
+            return map_space(dataset.class_map, config.base_dir)
+    except MlrayError as exc:
+        raise MlrayError(f"{config.source}: dataset {dataset.name!r}: {exc}") from None
+    return None
 
 
 def load_dataset_labels(config: RunConfig, dataset: DatasetConfig, plan: ImagePlan | None = None) -> DatasetLabels:

@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 
 from . import cluster
 from .config import RunConfig
-from .datasets import load_dataset_labels
+from .datasets import class_space, load_dataset_labels
 from .io import write_parquet_atomic
 from .scoring.frames import SCORE_SCHEMAS
 from .scoring.params import MIN_GAP_FOR_SHARE
@@ -157,7 +157,14 @@ def stats_frames(summaries: list[DatasetSummary], comparisons: list[pd.DataFrame
 # --------------------------------------------------------------------------------------------------------------
 # mlray score: stored ranked predictions -> model metrics, subgroup metrics, gap decomposition
 
-SCORE_REPORTS = ("model_metrics", "subgroup_metrics", "gap_decomposition", "dataset_gaps", "class_metrics")
+SCORE_REPORTS = (
+    "model_metrics",
+    "subgroup_metrics",
+    "gap_decomposition",
+    "dataset_gaps",
+    "class_metrics",
+    "policy_metrics",
+)
 
 
 @dataclass
@@ -210,41 +217,75 @@ def collect_predictions(paths, dataset: str | None = None, model: str | None = N
 
 
 def _prepare_labels(config: RunConfig, name: str, params):
-    """A dataset's label arrays and its scoring context (label matrix + bootstrap resamples), built once."""
+    """A dataset's label arrays (mapped to its class space, if it has one), its scoring context (label matrix +
+    bootstrap resamples), built once, and its class space: ``(arrays, context, (space, policy, dropped))``."""
     from .scoring import prepare_dataset
 
-    arrays = load_dataset_labels(config, config.dataset(name)).arrays()
+    dataset = config.dataset(name)
+    arrays = load_dataset_labels(config, dataset).arrays()
+    space, dropped = class_space(config, dataset), 0
+    if space is not None:
+        arrays, dropped = space.labels(arrays, name)
     ctx = prepare_dataset(arrays, params)
     if params.n_boot:
         for _ in ctx.resample_chunks(params.n_boot, params.seed):
             pass  # built (and kept) here, shared through the object store by every model task
-    return arrays, ctx
+    return arrays, ctx, (space, dataset.class_policy, dropped)
 
 
 def _score_batch(prepared, units: list[PredictionUnit], params):
-    """Score a batch of models on one dataset (the bootstrap multiplies the shared resamples once per batch)."""
+    """Score a batch of models on one dataset (the bootstrap multiplies the shared resamples once per batch). A
+    dataset with a class space is scored under its ``class_policy`` (every report), and under the other policy too
+    (``policy_metrics``, no bootstrap)."""
     import ray
 
-    from .scoring import score_models
+    from .errors import MlrayError
+    from .scoring import metrics_frame, score_models
     from .store import align, read_predictions
 
-    labels, ctx = prepared
+    labels, ctx, (space, policy, dropped) = prepared
     aligned = []
     for u in units:
         table = ray.get(u.table) if u.table is not None else read_predictions(u.files or [])
         aligned.append(align(table, labels, u.dataset, u.model, source=u.source))
-    scores = score_models(labels, [a.topk for a in aligned], params, context=ctx)
+    topks = [a.topk for a in aligned]
+    if space is not None:
+        topks = [space.ranking(a.topk, a.prob, policy)[0] for a in aligned]
+    scores = score_models(labels, topks, params, context=ctx)
     per_model = [model_frames(u.dataset, u.model, s) for u, s in zip(units, scores)]
-    out = {name: pd.concat([f[name] for f in per_model], ignore_index=True) for name in MODEL_REPORTS}
+    out = {name: pd.concat([f[name] for f in per_model], ignore_index=True) for name in MODEL_REPORTS[:-1]}
+    policy_rows = []
+    if space is not None:
+        other = "all" if policy == "mask" else "mask"
+        others: list = [None] * len(aligned)
+        try:
+            ranked = [space.ranking(a.topk, a.prob, other)[0] for a in aligned]
+            others = score_models(labels, ranked, params, bootstrap=False, context=ctx)
+        except MlrayError:  # e.g. mask on an imported top-k list: only the configured policy is reported
+            pass
+        described = space.describe() + (f"; {dropped:,} valid labels outside dropped" if dropped else "")
+        for u, mine, theirs in zip(units, scores, others):
+            for pol, sc in ((policy, mine), (other, theirs)):
+                if sc is None:
+                    continue
+                frame = metrics_frame(sc)[["metric", "value", "ci_low", "ci_high", "n"]]
+                frame.insert(0, "configured", pol == policy)
+                frame.insert(0, "class_policy", pol)
+                frame.insert(0, "classes", described)
+                frame.insert(0, "dataset", u.dataset)
+                frame.insert(0, "model", u.model)
+                policy_rows.append(frame)
+    out["policy_metrics"] = pd.concat(policy_rows, ignore_index=True) if policy_rows else empty_report("policy_metrics")
     missing = {(u.dataset, u.model): (a.n_missing, a.missing_examples) for u, a in zip(units, aligned)}
     return (out, missing), dict(zip((u.model for u in units), scores))
 
 
-MODEL_REPORTS = ("model_metrics", "subgroup_metrics", "class_metrics")
+MODEL_REPORTS = ("model_metrics", "subgroup_metrics", "class_metrics", "policy_metrics")
 
 
 def model_frames(dataset: str, model: str, score) -> dict[str, pd.DataFrame]:
-    """The rows of one scored (model, dataset) in each report of :data:`MODEL_REPORTS`, key columns first."""
+    """The rows of one scored (model, dataset) in each report of :data:`MODEL_REPORTS` but ``policy_metrics``,
+    key columns first."""
     from .scoring import metrics_frame, per_class_accuracy, subgroup_frame
 
     frames = {"model_metrics": metrics_frame(score), "subgroup_metrics": subgroup_frame(score),
@@ -619,6 +660,7 @@ def composition_report(
     ctx = prepare_dataset(arrays[dataset_a], params)
     score = score_models(arrays[dataset_a], [aligned.topk], params, context=ctx)[0]
     frames.update(model_frames(dataset_a, model, score))
+    frames["policy_metrics"] = empty_report("policy_metrics")
     frames["gap_decomposition"] = pair_frame(model, dataset_a, dataset_b, score, arrays[dataset_b], params)
     frames["dataset_gaps"] = dataset_gaps_frame(
         frames["model_metrics"], frames["gap_decomposition"], [dataset_a, dataset_b]

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..config import RunConfig
-from ..datasets import plan_images
+from ..datasets import class_space, load_dataset_labels, plan_images
 from ..errors import MlrayError
 from ..images import ImagePlan
 from ..models import ModelSpec, Preprocessing, model_info, resolve_preprocessing
@@ -122,6 +122,10 @@ def run_inference(
     names = [r.spec.name for r in runs]
 
     plans = {d.name: plan_images(config, d) for d in config.datasets if d.images is not None}
+    for d in config.datasets:  # a label outside a dataset's classes stops the run before any image is decoded
+        space = class_space(config, d) if d.name in plans else None
+        if space is not None:
+            space.labels(load_dataset_labels(config, d, plans[d.name]).arrays(), d.name)
     shards = planned_shards(plans)
     tags = planned_tags(shards)
     check_layout(predictions_root(out))
@@ -196,6 +200,8 @@ class _Backend:
         self._settings = config.inference
         self._plan = slot_plan
         self._counter = counter
+        spaces = {d.name: class_space(config, d) for d in config.datasets if d.images is not None}
+        self._classes = {name: space.members for name, space in spaces.items() if space is not None}
         self._worker = ray.remote(SlotWorker)
         self.decode_cpus = slot_plan.decode_cpus
 
@@ -203,7 +209,9 @@ class _Backend:
         """A :class:`~mlray.inference.worker.SlotWorker` actor for ``slot``."""
         s = self._settings
         predictor = PredictorSettings(s.precision, s.channels_last, s.compile, slot.threads)
-        return self._worker.options(**slot_options(slot)).remote(predictor, s.k, self._plan.batch_size, self._counter)
+        return self._worker.options(**slot_options(slot)).remote(
+            predictor, s.k, self._plan.batch_size, self._counter, self._classes
+        )
 
     def payload(self, work: int) -> ModelStage:
         """The model stage of work ``work``."""

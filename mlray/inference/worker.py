@@ -24,7 +24,7 @@ import numpy as np
 
 from ..images import ImageError, Shard, decode_image, read_shard_sources
 from ..models import ModelSpec, Preprocessing, build_model, normalize, preprocess_uint8
-from ..store import softmax, topk_from_scores
+from ..store import softmax, topk_from_scores, topk_with_classes
 
 Decoded = dict[str, np.ndarray]
 """One shard decoded for one preprocessing: ``image_id``, ``path``, ``stage``, ``error`` (str arrays; ``error``
@@ -165,8 +165,10 @@ class Predictor:
             self.model = torch.compile(self.model)
         self.mean, self.std, self.k = stage.prep.mean, stage.prep.std, k
 
-    def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Top-K class indices (int16) and probabilities (float32) of ``uint8 (n, H, W, 3)`` images."""
+    def __call__(self, images: np.ndarray, classes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-K class indices (int16) and probabilities (float32) of ``uint8 (n, H, W, 3)`` images; with
+        ``classes`` (a dataset's class space), the top-K and every class of it (-1 / NaN padded:
+        :func:`mlray.store.topk_with_classes`)."""
         torch = self.torch
         x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device, non_blocking=True)
         x = normalize(x, self.mean, self.std)
@@ -176,21 +178,29 @@ class Predictor:
         ):
             logits = self.model(x)
         scores = softmax(logits.float().cpu().numpy().astype(np.float32), axis=1)
-        idx, prob = topk_from_scores(scores, self.k)
+        if classes is not None:
+            idx, prob = topk_with_classes(scores, self.k, classes)
+        else:
+            idx, prob = topk_from_scores(scores, self.k)
         return idx.astype(np.int16), prob.astype(np.float32)
 
 
 class SlotWorker:
     """One model slot (a Ray actor): runs chunks of shards through their model, one model held at a time (a chunk
     of another model replaces it). ``counter`` (a :func:`start_counter` actor, or None) gets each batch's image
-    count for live progress."""
+    count for live progress; ``classes`` maps a dataset that covers only some classes to them (its rows keep the
+    top-K and every one of those classes)."""
 
-    def __init__(self, settings: PredictorSettings, k: int, batch_size: int, counter: Any = None) -> None:
+    def __init__(
+        self, settings: PredictorSettings, k: int, batch_size: int, counter: Any = None,
+        classes: Mapping[str, np.ndarray] | None = None,
+    ) -> None:  # fmt: skip
         import torch
 
         if settings.cpu_threads and not torch.cuda.is_available():
             torch.set_num_threads(int(settings.cpu_threads))
         self.settings, self.k, self.batch_size, self.counter = settings, k, batch_size, counter
+        self.classes = dict(classes or {})
         self.stage: ModelStage | None = None
         self.predictor: Predictor | None = None
 
@@ -237,12 +247,14 @@ class SlotWorker:
     def _infer(self, predictor: Predictor, name: str, key: str, shard: Decoded) -> ShardResult:
         """One decoded shard through the model, batch by batch."""
         ok = np.flatnonzero(shard["error"] == "")
-        idx = np.empty((len(ok), self.k), dtype=np.int16)
-        prob = np.empty((len(ok), self.k), dtype=np.float32)
+        classes = self.classes.get(key.split("/", 1)[0])
+        width = self.k + (len(classes) if classes is not None else 0)
+        idx = np.empty((len(ok), width), dtype=np.int16)
+        prob = np.empty((len(ok), width), dtype=np.float32)
         marks = []
         for start in range(0, len(ok), self.batch_size):
             rows = ok[start : start + self.batch_size]
-            idx[start : start + len(rows)], prob[start : start + len(rows)] = predictor(shard["images"][rows])
+            idx[start : start + len(rows)], prob[start : start + len(rows)] = predictor(shard["images"][rows], classes)
             marks.append((time.time(), len(rows)))
             if self.counter is not None:
                 self.counter.add.remote(name, len(rows))  # live progress, fire and forget

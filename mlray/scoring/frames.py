@@ -103,6 +103,11 @@ SCORE_SCHEMAS: dict[str, pa.Schema] = {
     "subgroup_metrics": pa.schema(_MODEL_KEYS + list(SUBGROUP_SCHEMA)),
     "gap_decomposition": pa.schema(_PAIR_KEYS + list(DECOMPOSITION_SCHEMA)),
     "class_metrics": pa.schema(_MODEL_KEYS + list(CLASS_SCHEMA)),
+    "policy_metrics": pa.schema(
+        _MODEL_KEYS
+        + [("classes", pa.string()), ("class_policy", pa.string()), ("configured", pa.bool_())]
+        + [MODEL_SCHEMA.field(c) for c in ("metric", "value", "ci_low", "ci_high", "n")]
+    ),
 }
 """The Arrow schema of each score report as written (key columns first)."""
 

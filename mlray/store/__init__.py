@@ -2,7 +2,8 @@
 
 =============  ==============================================================================================
 ``schema``     :data:`PREDICTIONS_SCHEMA`, :data:`ERRORS_SCHEMA`, the key columns, :data:`DEFAULT_K`
-``ranks``      :func:`softmax`, :func:`topk_from_scores`: scores -> the ranked top-k lists the store keeps
+``ranks``      :func:`softmax`, :func:`topk_from_scores`, :func:`topk_with_classes`: scores -> the ranked lists the
+               store keeps
 ``tables``     :func:`predictions_table`, :func:`errors_table`, :func:`conform`: building and checking tables
 ``layout``     folders, part names, :func:`shard_tag`, which shards a (dataset, model) holds, stale parts
 ``writer``     :func:`write_partition`, :func:`finish_shard` (errors part first, then predictions), atomically
@@ -41,7 +42,7 @@ from .layout import (
     stored_tags,
     subfolders,
 )
-from .ranks import softmax, topk_from_scores
+from .ranks import softmax, topk_from_scores, topk_with_classes
 from .reader import count_rows, read_errors, read_predictions, read_store
 from .remote import RemoteFolder, linked, open_remote, publish
 from .schema import (
@@ -105,6 +106,7 @@ __all__ = [
     "stored_tags",
     "subfolders",
     "topk_from_scores",
+    "topk_with_classes",
     "write_errors",
     "write_partition",
     "write_predictions",

@@ -52,3 +52,33 @@ def topk_from_scores(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray
     order = np.argsort(-vals, axis=1, kind="stable")  # descending score; stable keeps lower index first on ties
     idx = np.take_along_axis(cols, order, axis=1).astype(np.int16)
     return idx, np.take_along_axis(vals, order, axis=1).astype(np.float32)
+
+
+def topk_with_classes(scores: np.ndarray, k: int, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The k best classes of each row of ``scores`` (n, C) *and* every class of ``classes``, each once, best first
+    (ties to the lower class index, as :func:`topk_from_scores`): what the store keeps for a dataset that covers
+    only ``classes`` (:mod:`mlray.labels.classes`), so its ranking restricted to those classes is exact. Rows
+    are padded with -1 / NaN to ``k + len(classes)`` (the store keeps each row's own length).
+
+    >>> idx, p = topk_with_classes(np.array([[0.1, 0.5, 0.3, 0.1]]), 1, np.array([0, 2]))
+    >>> idx.tolist(), p.tolist()
+    ([[1, 2, 0]], [[0.5, 0.30000001192092896, 0.10000000149011612]])
+    """
+    s = np.asarray(scores)
+    n, c = s.shape
+    topk_from_scores(s[:0], k)  # the same checks on k and the shape
+    if np.issubdtype(s.dtype, np.floating) and np.isnan(s).any():
+        raise MlrayError("topk_with_classes: scores contain NaN")
+    order = np.argsort(-s, axis=1, kind="stable")  # descending score, lower index first on ties
+    member = np.zeros(c, dtype=bool)
+    member[np.asarray(classes, dtype=np.int64)] = True
+    keep = member[order]
+    keep[:, :k] = True
+    width = k + int(member.sum())
+    pos = np.cumsum(keep, axis=1) - 1
+    rows, cols = np.nonzero(keep)
+    idx = np.full((n, width), -1, dtype=np.int16)
+    out = np.full((n, width), np.nan, dtype=np.float32)
+    idx[rows, pos[rows, cols]] = order[rows, cols]
+    out[rows, pos[rows, cols]] = s[rows, order[rows, cols]]
+    return idx, out

@@ -26,19 +26,27 @@ def predictions_table(
     logits: np.ndarray | None = None,
 ) -> pa.Table:
     """A prediction table from dense arrays: ``topk_idx`` (n, K) ints best first, ``topk_prob`` (n, K) or None,
-    ``logits`` (n, C) or None (stored as float16)."""
+    ``logits`` (n, C) or None (stored as float16). Trailing -1 entries of a ``topk_idx`` row are padding: that
+    row's lists are stored shorter (:func:`mlray.store.topk_with_classes` pads so)."""
     shown = f"predictions of model {model!r} on dataset {dataset!r}"
     idx = np.asarray(topk_idx)
     n = len(image_ids)
     if idx.ndim != 2 or idx.shape[0] != n:
         raise MlrayError(f"{shown}: topk_idx must be (n_images={n}, K), got {idx.shape}")
     k = idx.shape[1]
-    offsets = pa.array(np.arange(0, n * k + 1, k, dtype=np.int32))
+    stored = idx >= 0
+    if stored.all():
+        offsets = pa.array(np.arange(0, n * k + 1, k, dtype=np.int32))
+    else:
+        if k > 1 and np.any(stored[:, 1:] & ~stored[:, :-1]):
+            row = int(np.flatnonzero(np.any(stored[:, 1:] & ~stored[:, :-1], axis=1))[0])
+            raise MlrayError(f"{shown}: image {image_ids[row]!r} has a class after a -1 padding rank")
+        offsets = pa.array(np.concatenate([[0], np.cumsum(stored.sum(axis=1))]).astype(np.int32))
     columns = {
         "dataset": pa.array([dataset] * n, pa.string()),
         "model": pa.array([model] * n, pa.string()),
         "image_id": pa.array(list(image_ids), pa.string()),
-        "topk_idx": pa.ListArray.from_arrays(offsets, pa.array(idx.reshape(-1).astype(np.int16))),
+        "topk_idx": pa.ListArray.from_arrays(offsets, pa.array(idx[stored].astype(np.int16))),
     }
     if topk_prob is None:
         columns["topk_prob"] = pa.nulls(n, PROB_LIST)
@@ -46,7 +54,7 @@ def predictions_table(
         prob = np.asarray(topk_prob, dtype=np.float32)
         if prob.shape != idx.shape:
             raise MlrayError(f"{shown}: topk_prob shape {prob.shape} differs from topk_idx shape {idx.shape}")
-        columns["topk_prob"] = pa.ListArray.from_arrays(offsets, pa.array(prob.reshape(-1)))
+        columns["topk_prob"] = pa.ListArray.from_arrays(offsets, pa.array(prob[stored]))
     schema = PREDICTIONS_SCHEMA
     if logits is not None:
         lg = np.asarray(logits, dtype=np.float16)
