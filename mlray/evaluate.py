@@ -71,11 +71,26 @@ def evaluate(
     reports = out / "reports"
     stats = stats_report(config, reports)
     scores = score_report(config, [out / "predictions"], reports, params, only_config_datasets=True)
+    compare_published(reports, out / "run_manifest.json", scores.frames["model_metrics"])
     from .analysis import analyze  # fits, rank changes, model analysis, group summaries (mlray analyze)
 
     analyze(reports, n_boot=params.n_boot, seed=params.seed)
     dashboard = build_dashboard(reports)
     return EvaluateResult(out, reports, inference, stats, scores, time.perf_counter() - start, dashboard)
+
+
+def compare_published(reports: Path, manifest: Path, model_metrics) -> Path | None:
+    """When ``reports`` holds published results (``mlray import-results --out REPORTS``), write
+    ``published_comparison`` there: each model's top-1 / top-5 next to timm's for the same weights and image size
+    (:func:`mlray.external.published_comparison`). Returns its path, or None."""
+    from .external import COMPARISON_FILE, RESULTS_FILE, published_comparison, read_results_parquet
+    from .reports import write_report
+
+    if not (reports / RESULTS_FILE).is_file() or not manifest.is_file():
+        return None
+    models = json.loads(manifest.read_text()).get("models") or {}
+    frame = published_comparison(model_metrics, read_results_parquet(reports / RESULTS_FILE), models)
+    return write_report(frame, reports, COMPARISON_FILE.removesuffix(".parquet"))
 
 
 def accounting_lines(inference: InferenceResult, datasets: Sequence[str] | None = None) -> list[str]:

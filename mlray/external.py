@@ -369,3 +369,36 @@ def import_results(
     table = pa.Table.from_pandas(summary, schema=GAP_SUMMARY_SCHEMA, preserve_index=False)
     write_parquet_atomic(table, path.parent / GAP_SUMMARY_FILE)
     return df, summary, path
+
+
+COMPARISON_FILE = "published_comparison.parquet"
+COMPARISON_COLUMNS = ["model", "dataset", "metric", "img_size", "value", "published", "difference", "published_model",
+                      "source"]  # fmt: skip
+
+
+def published_comparison(model_metrics: pd.DataFrame, external: pd.DataFrame, models: dict) -> pd.DataFrame:
+    """mlray's top-1 / top-5 of each (model, dataset) next to the value timm published for the same model and
+    image size on the dataset of the same name (the ``published_comparison`` report).
+
+    ``models`` is ``run_manifest.json``'s ``models`` (name -> ``pretrained_cfg``, the ``arch.tag`` whose weights
+    and preprocessing the run used, and ``preprocessing.input_size``). A published row matches when its ``model``
+    equals that ``pretrained_cfg`` and its ``img_size`` the run's input height. Values are fractions;
+    ``difference`` = value - published. Columns :data:`COMPARISON_COLUMNS`; no match, no row.
+    """
+    rows = []
+    ext = external[external["collection"] == "timm"] if "collection" in external.columns else external
+    published = {(r.model, int(r.img_size), r.dataset, r.metric): (float(r.value), r.source)
+                 for r in ext.itertuples() if pd.notna(r.img_size) and pd.notna(r.value)}  # fmt: skip
+    mm = model_metrics[model_metrics["metric"].isin(TIMM_METRICS)]
+    for r in mm.itertuples():
+        info = models.get(r.model) or {}
+        cfg = info.get("pretrained_cfg")
+        size = (info.get("preprocessing") or {}).get("input_size")
+        if not cfg or not size or pd.isna(r.value):
+            continue
+        hit = published.get((cfg, int(size[1]), r.dataset, r.metric))
+        if hit is None:
+            continue
+        rows.append([r.model, r.dataset, r.metric, int(size[1]), float(r.value), hit[0], float(r.value) - hit[0],
+                     cfg, hit[1]])  # fmt: skip
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)

@@ -308,3 +308,37 @@ def test_error_malformed_csv(tmp_path):
 
 def test_error_missing_file(tmp_path):
     assert error_of(read_results, tmp_path / "results-x.csv") == f"{tmp_path / 'results-x.csv'}: no such file"
+
+
+def test_published_comparison_matches_on_pretrained_config_and_image_size_and_the_evaluate_step_writes_it(tmp_path):
+    import json
+
+    from mlray.evaluate import compare_published
+    from mlray.external import published_comparison, read_results, write_results
+
+    mm = pd.DataFrame({"model": ["lite0", "lite0", "lite0", "r50"], "dataset": ["imagenet-r", "imagenet-r",
+                       "imagenet-val", "imagenet-r"], "metric": ["top1", "real_top1", "top1", "top1"],
+                       "value": [0.30, 0.5, 0.75, 0.4]})  # fmt: skip
+    size = {"input_size": [3, 224, 224]}
+    models = {"lite0": {"pretrained_cfg": "tf_efficientnet_lite0.in1k", "preprocessing": size},
+              "r50": {"pretrained_cfg": "resnet50.a1_in1k", "preprocessing": size}}  # fmt: skip
+    csv = tmp_path / "results-imagenet-r.csv"
+    csv.write_text("model,img_size,top1,top1_err,top5,top5_err,param_count,crop_pct,interpolation\n"
+                   "tf_efficientnet_lite0.in1k,224,31.25,68.75,50.0,50.0,4.65,0.875,bicubic\n"
+                   "resnet50.a1_in1k,288,45.0,55.0,60.0,40.0,25.56,1.0,bicubic\n")  # fmt: skip
+    ext = read_results([csv])
+    comp = published_comparison(mm, ext, models)
+    # lite0 matches (same pretrained config, 224 px); r50 was published at 288 px only; real_top1 is not published
+    assert comp[["model", "dataset", "metric", "img_size", "published_model"]].values.tolist() == [
+        ["lite0", "imagenet-r", "top1", 224, "tf_efficientnet_lite0.in1k"]
+    ]
+    assert comp["published"].tolist() == [pytest.approx(0.3125)] and comp["difference"].tolist() == [
+        pytest.approx(0.30 - 0.3125)
+    ]
+    reports = tmp_path / "reports"
+    write_results(ext, reports)
+    manifest = tmp_path / "run_manifest.json"
+    manifest.write_text(json.dumps({"models": models}))
+    path = compare_published(reports, manifest, mm)
+    assert pd.read_parquet(path)["difference"].tolist() == [pytest.approx(-0.0125)]
+    assert compare_published(tmp_path / "nowhere", manifest, mm) is None

@@ -45,6 +45,7 @@ REPORT_COLUMNS: dict[str, tuple[str, ...]] = {
         "share_explained",
     ),  # fmt: skip
     "external_results": ("model", "img_size", "dataset", "metric", "value", "source", "collection"),
+    "published_comparison": ("model", "dataset", "metric", "img_size", "value", "published", "difference"),
     "external_gap_summary": ("collection", "count", "mean", "median", "std", "min", "p10", "p90", "max"),
     "fits": (
         "dataset_a",

@@ -43,6 +43,7 @@ from .tables import (
     table_gaps,
     table_models,
     table_published,
+    table_published_comparison,
     table_published_summary,
 )
 
@@ -212,7 +213,8 @@ def page_content(r: Reports) -> tuple[list[Chart], str, dict[str, Any]]:
         "published", "Published results",
         "Aggregate accuracies published by timm and imagenet-testbed (<code>external_results</code>, from "
         "<code>mlray import-results</code>), next to this report's models.",
-        [_chart_html(pub), _wrap_table("Published val → ImageNetV2 gap", table_published_summary(r)),
+        [_chart_html(pub), _wrap_table("This run next to the published values", table_published_comparison(r)),
+         _wrap_table("Published val → ImageNetV2 gap", table_published_summary(r)),
          _wrap_table("Published top-1 by model", table_published(r))],
     )  # fmt: skip
 

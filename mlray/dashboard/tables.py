@@ -257,6 +257,23 @@ def table_published(r: Reports) -> str | None:
                   filter_box=True)  # fmt: skip
 
 
+def table_published_comparison(r: Reports) -> str | None:
+    """This run's top-1 / top-5 next to timm's published value for the same weights and image size
+    (``published_comparison``, written by ``mlray evaluate`` when the reports hold ``external_results``)."""
+    comp = r.get("published_comparison")
+    if comp is None or comp.empty:
+        return None
+    cols = [Column("model"), Column("dataset"), Column("metric"), Column("img size (px)", "int"),
+            Column("mlray (%)", "pct"), Column("published (%)", "pct"), Column("mlray − published (pts)", "pts"),
+            Column("published as")]  # fmt: skip
+    rows = [[_cell(c.model, "text"), _cell(c.dataset, "text"), _cell(c.metric, "text"), _cell(c.img_size, "int"),
+             _cell(c.value, "pct"), _cell(c.published, "pct"), _cell(c.difference, "pts"),
+             _cell(f"{c.published_model} ({c.source})", "text")] for c in comp.itertuples()]  # fmt: skip
+    return _table("table-published-comparison", cols, rows,
+                  "This run's accuracy next to timm's published value for the same weights (pretrained config) and "
+                  "image size, on the dataset of the same name.")  # fmt: skip
+
+
 def table_composition(r: Reports) -> str | None:
     """The story table of the ``composition_effect`` report: per number of valid labels the share of A's and B's
     images (counts in the tooltips) and the model's accuracy on A (its interval in the tooltip); then the overall

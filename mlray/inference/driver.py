@@ -122,10 +122,10 @@ def run_inference(
     names = [r.spec.name for r in runs]
 
     plans = {d.name: plan_images(config, d) for d in config.datasets if d.images is not None}
-    for d in config.datasets:  # a label outside a dataset's classes stops the run before any image is decoded
-        space = class_space(config, d) if d.name in plans else None
+    for ds in config.datasets:  # a label outside a dataset's classes stops the run before any image is decoded
+        space = class_space(config, ds) if ds.name in plans else None
         if space is not None:
-            space.labels(load_dataset_labels(config, d, plans[d.name]).arrays(), d.name)
+            space.labels(load_dataset_labels(config, ds, plans[ds.name]).arrays(), ds.name)
     shards = planned_shards(plans)
     tags = planned_tags(shards)
     check_layout(predictions_root(out))
