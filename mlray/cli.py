@@ -247,6 +247,87 @@ def score(
 
 
 @app.command()
+def propose(
+    config: Annotated[
+        Path,
+        typer.Argument(help="Run config (YAML) naming the dataset; with images: the Label Studio tasks show them."),
+    ],
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset to propose candidate labels for.")],
+    predictions: Annotated[
+        list[str],
+        typer.Option(
+            "--predictions",
+            "-p",
+            help="An evaluate output folder (its predictions/ is read) or a prediction store folder; local or a URI.",
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Candidates CSV to write (NAME.csv); the Label Studio tasks go beside it as NAME.label-studio.json.",
+        ),
+    ],
+    models: Annotated[
+        Optional[str],
+        typer.Option(help="Models to ensemble, comma-separated (default: every model stored for the dataset)."),
+    ] = None,
+    top: Annotated[int, typer.Option("--top", "-n", help="Candidate labels per image.")] = 20,
+    scratch: Annotated[
+        Optional[str],
+        typer.Option(
+            "--scratch",
+            envvar="MLRAY_SCRATCH",
+            help="Local scratch folder for a URI --predictions (default: $MLRAY_SCRATCH, else the system temp folder).",
+        ),
+    ] = None,
+) -> None:
+    """Candidate labels per image for annotating a dataset: classes ranked by the mean probability of an ensemble
+    of stored predictions, as CSV and as Label Studio pre-annotated tasks (docs/propose.md)."""
+    import tempfile
+
+    from .config import load_config
+    from .errors import MlrayError
+    from .output import fetch_inputs
+    from .propose import (
+        ensemble_candidates,
+        ensemble_models,
+        image_locations,
+        label_studio_path,
+        prediction_store,
+        write_candidates_csv,
+        write_label_studio,
+    )
+
+    if len(predictions) != 1:
+        raise MlrayError(f"--predictions takes one folder (got {len(predictions)}: {', '.join(predictions)})")
+    if top < 1:
+        raise MlrayError(f"--top must be at least 1 (got {top})")
+    names = None if models is None else [m.strip() for m in models.split(",")]
+    if names is not None and not all(names):
+        raise MlrayError(f"--models {models!r}: an empty model name (write --models a,b)")
+    cfg = load_config(config)
+    cfg.dataset(dataset)  # one line naming the config's datasets when it has no such dataset
+    with tempfile.TemporaryDirectory(prefix="mlray-inputs-", dir=scratch) as tmp:
+        (local,) = fetch_inputs(predictions, Path(tmp))  # a URI copied down; a local path as it is
+        store = prediction_store(local)
+        chosen = ensemble_models(store, dataset, names)
+        candidates = ensemble_candidates(store, dataset, chosen, top)
+    images = image_locations(cfg, dataset)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    csv_path = write_candidates_csv(candidates, out)
+    json_path = write_label_studio(candidates, label_studio_path(out), images, chosen)
+    console.print(
+        f"{dataset}: {candidates['image_id'].nunique():,} images x {len(chosen)} models ({', '.join(chosen)}), "
+        f"top {top} candidates -> {csv_path}, {json_path}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command()
 def evaluate(
     config: Annotated[Path, typer.Argument(help="Run config with datasets (images + layout + labels) and models.")],
     out: Annotated[

@@ -16,6 +16,8 @@ Formats (the ``format`` key of a label source in the run config):
 ``loc-val-solution-csv`` Kaggle ``LOC_val_solution.csv``: ``ImageId,PredictionString`` (wnid + box, repeated).
 ``table``               any CSV or Parquet with ``image_id`` plus ``label`` (int) and/or ``labels`` (list, or
                         ``;``-separated string), optional ``problematic``.
+``label-studio-json``   a Label Studio JSON export of a ``mlray propose`` project: each task's annotated
+                        ``choices`` of the ``<Choices name="label">`` tag -> the valid set (docs/propose.md).
 =====================  =====================================================================================
 
 Built-in sources (files shipped in :mod:`mlray.builtin`, see its ``SOURCE.md``; written with no path):
@@ -56,6 +58,7 @@ FORMATS = (
     "tfds-multilabel-csv",
     "loc-val-solution-csv",
     "table",
+    "label-studio-json",
     "imagenetv2-refined",
     "imagenetv2-original",
     "imagenet-val-original",
@@ -327,6 +330,81 @@ def read_table(path: Path, shown: str | None = None, vocab: Vocabulary | None = 
     return _done(SourceLabels(shown, "table", ids, original=original, valid=valid, problematic=problematic), check)
 
 
+LABEL_STUDIO_CHOICES = "label"
+"""The ``name`` of the ``<Choices>`` tag whose choices :func:`read_label_studio_json` reads."""
+
+
+def _label_studio_annotation(task: dict, where: str) -> dict | None:
+    """The annotation of a task that counts: the one not cancelled (of several, the one marked ground truth);
+    None when there is none. ``where`` names the file and task in errors."""
+    annotations = task.get("annotations") or []
+    if not isinstance(annotations, list) or not all(isinstance(a, dict) for a in annotations):
+        raise MlrayError(f"{where}: annotations is not a list of objects")
+    done = [a for a in annotations if not a.get("was_cancelled")]
+    if len(done) > 1:
+        truth = [a for a in done if a.get("ground_truth")]
+        if len(truth) != 1:
+            raise MlrayError(
+                f"{where}: {len(done)} annotations and {len(truth)} marked ground truth; mark the one to use as "
+                "ground truth in Label Studio (or export one annotation per task)"
+            )
+        done = truth
+    return done[0] if done else None
+
+
+def _label_studio_choices(annotation: dict, where: str) -> list[object]:
+    """The class part (text before the first ``:``) of each choice of the ``<Choices name="label">`` tag in an
+    annotation's result, in order."""
+    result = annotation.get("result") or []
+    if not isinstance(result, list) or not all(isinstance(r, dict) for r in result):
+        raise MlrayError(f"{where}: annotation result is not a list of objects")
+    choices: list[object] = []
+    for r in result:
+        if r.get("type") != "choices" or r.get("from_name") != LABEL_STUDIO_CHOICES:
+            continue
+        value = r.get("value")
+        picked = value.get("choices") if isinstance(value, dict) else None
+        if not isinstance(picked, list):
+            raise MlrayError(f"{where}: a choices result without a value.choices list: {value!r}")
+        choices += [c.partition(":")[0] if isinstance(c, str) else c for c in picked]
+    return choices
+
+
+def read_label_studio_json(path: Path, shown: str | None = None, vocab: Vocabulary | None = None) -> SourceLabels:
+    """A Label Studio JSON export (a list of tasks) -> valid sets: the choices of the ``<Choices name="label">``
+    tag in each task's annotation, written ``"wnid: name"`` (as ``mlray propose`` writes them), a wnid or a class
+    index (only the text before the first ``:`` is read). A task with no annotation (none, or all cancelled)
+    is not annotated; an annotation without such choices is the empty set. With several annotations, the one
+    not cancelled, or else the one marked ground truth, counts. The image id is ``data.image_id`` (what
+    ``mlray propose`` writes), else the file name of ``data.image``.
+    """
+    shown = shown or str(path)
+    data = _load_json(path, shown)
+    if not isinstance(data, list):
+        raise MlrayError(f"{shown}: a Label Studio JSON export is a list of tasks, found {type(data).__name__}")
+    check = _Checker(shown, vocab)
+    ids: list[str] = []
+    valid: list[list[int] | None] = []
+    for i, task in enumerate(data):
+        if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
+            raise MlrayError(f"{shown}: task {i + 1}: a task is an object with a 'data' object")
+        image = task["data"].get("image_id", task["data"].get("image"))
+        if not isinstance(image, str) or not image.strip():
+            raise MlrayError(f"{shown}: task {i + 1}: data has no image_id or image")
+        ids.append(image_id_from_name(image))
+        entry = f"task {i + 1} ({ids[-1]})"
+        annotation = _label_studio_annotation(task, f"{shown}: {entry}")
+        if annotation is None:
+            valid.append(None)
+            continue
+        repeated: list[str] = []
+        choices = _label_studio_choices(annotation, f"{shown}: {entry}")
+        valid.append(label_set(choices, f"{shown}: {entry}", wnids=True, repeats=repeated) or [])
+        if repeated:
+            check.merged.append(entry)
+    return _done(SourceLabels(shown, "label-studio-json", ids, valid=valid), check)
+
+
 def read_builtin(fmt: str) -> SourceLabels:
     """A built-in source (:data:`BUILTIN_FORMATS`): the shipped file read by the reader of its file format."""
     from .. import builtin
@@ -352,6 +430,7 @@ READERS = {
     "tfds-multilabel-csv": read_tfds_multilabel_csv,
     "loc-val-solution-csv": read_loc_val_solution_csv,
     "table": read_table,
+    "label-studio-json": read_label_studio_json,
 }
 
 
