@@ -20,7 +20,7 @@ Datasets: ImageNet val (50,000) and the three ImageNetV2 variants (10,000 each),
 included), lower bound ``max(total cost / G, largest single model)`` in the same scaled seconds, their ratio, and
 decodes per image per preprocessing.
 
-    python bench/bench_schedule.py --gpus 1,4,8               # about 15 minutes on a 2-core machine
+    python bench/bench_schedule.py --gpus 1,4,8               # about 25 minutes on a 2-core machine
     python bench/bench_schedule.py --gpus 8 --json out.json   # also write the figures as JSON
 """
 
@@ -217,7 +217,8 @@ def run_one(gpus: int, groups, rates, scale: float, args) -> dict:
         backend = SimBackend(ray, works, rates, {k: s.n for k, s in shards.items()}, slot_plan.decode_cpus, scale,
                              args, counter)  # fmt: skip
         scheduler = Scheduler(works, shard_bytes(groups, works, shards), len(slot_plan.slots),
-                              cache_bytes=args.cache_gb * 1e9, load_seconds=args.load_s * scale)  # fmt: skip
+                              cache_bytes=args.cache_gb_per_gpu * gpus * 1e9,
+                              load_seconds=args.load_s * scale)  # fmt: skip
         done = {"chunks": 0, "shards": 0, "wait_s": 0.0, "run_s": 0.0, "gap_s": 0.0}
 
         trace = []
@@ -254,7 +255,10 @@ def run_one(gpus: int, groups, rates, scale: float, args) -> dict:
         "shard_results": done["shards"],
         "slots": len(slot_plan.slots),
         "first_slot_ready_s": round(stats.first_ready_s or 0.0, 3),
+        "slot_seconds_held_for_decode": round(stats.held_s, 3),
+        "slot_seconds_with_nothing_to_run": round(stats.starved_s, 3),
         "time_scale": scale,
+        "cache_gb": args.cache_gb_per_gpu * gpus,
         "decode_cpus": decode_cpus,
     }
 
@@ -265,7 +269,7 @@ def main() -> int:
     ap.add_argument(
         "--run-minutes",
         type=float,
-        default=2.5,
+        default=4.0,
         help="time-scale each run so that its lower bound lasts this long (the scale is printed)",
     )
     ap.add_argument(
@@ -274,7 +278,13 @@ def main() -> int:
     ap.add_argument("--decode-ms", type=float, default=4.0, help="read + JPEG decode of one image, ms (one CPU)")
     ap.add_argument("--resize-ms", type=float, default=1.0, help="resize + crop of one image for one preprocessing")
     ap.add_argument("--load-s", type=float, default=0.0, help="seconds to load a model on a slot (0: not simulated)")
-    ap.add_argument("--cache-gb", type=float, default=400.0, help="decode cache budget of the scheduler, GB")
+    ap.add_argument(
+        "--cache-gb-per-gpu",
+        type=float,
+        default=150.0,
+        help="decode cache budget of the scheduler per GPU, GB (default: what mlray gives a node with 256 GB of RAM "
+        "per GPU, e.g. 8 GPUs and 2 TiB: 2 x its object store, 30 %% of the RAM)",
+    )
     ap.add_argument("--cpus-per-gpu", type=int, default=4, help="logical CPUs per GPU for decode tasks (at least 8)")
     ap.add_argument("--csv", type=Path, default=REPO.parent / "shared" / "data" / "timm-benchmarks"
                     / "benchmark-infer-amp-nchw-pt291-cu128-4090.csv", help="timm's 4090 benchmark table")  # fmt: skip
@@ -308,7 +318,8 @@ def main() -> int:
             f"{r['decodes_per_image_per_preprocessing']:.3f} (reads per image {r['reads_per_image']:.2f}, "
             f"{r['chunks']} chunks, first slot ready after {r['first_slot_ready_s']:.1f} s; slot-seconds: models "
             f"{r['slot_seconds_running_models']:.1f}, waiting for decodes {r['slot_seconds_waiting_for_decode']:.1f}, "
-            f"between chunks {r['slot_seconds_between_chunks']:.1f})",
+            f"between chunks {r['slot_seconds_between_chunks']:.1f}; in the driver: chunks held for their decode "
+            f"{r['slot_seconds_held_for_decode']:.1f}, nothing to run {r['slot_seconds_with_nothing_to_run']:.1f})",
             flush=True,
         )
     if args.json:

@@ -43,6 +43,10 @@ MAX_QUEUED = 16
 """At most this many chunks queued on one slot."""
 REPLAN_INTERVAL = 10.0
 """Seconds between two attempts to re-plan slots after one was lost."""
+MAX_WAVES = 8
+"""At most this many decode waves (Ray Data Datasets) stream at once; the next starts when one ends (each one
+already runs its tasks on every CPU it may use; more at once only add executor threads to the driver)."""
+
 
 
 class Backend(Protocol):
@@ -82,6 +86,8 @@ class DispatchStats:
     first_ready_s: float | None = None
     seconds: float = 0.0
     last_loss: str = ""  # why the last slot was lost
+    held_s: float = 0.0  # slot-seconds a live slot had nothing running but chunks waiting for their decode
+    starved_s: float = 0.0  # slot-seconds a live slot had nothing running and nothing to run
 
 
 class _Feeder:
@@ -181,6 +187,7 @@ def dispatch(
     decoding: set[tuple[int, str]] = set()
     arrivals: queue.Queue = queue.Queue()
     feeders: list[_Feeder] = []
+    waves: list[dict[str, list[int]]] = []  # decode waves not started yet (at most MAX_WAVES stream at once)
     seq = itertools.count()
     no_slot_since = start
     last_replan = start
@@ -199,7 +206,9 @@ def dispatch(
     def decode(keys: dict[str, list[int]]) -> None:
         if keys:
             decoding.update((g, k) for k, gs in keys.items() for g in gs)
-            feeders.append(_Feeder(keys, backend, arrivals))
+            waves.append(keys)
+        while waves and sum(f.thread.is_alive() for f in feeders) < MAX_WAVES:
+            feeders.append(_Feeder(waves.pop(0), backend, arrivals))
 
     def open_waves() -> None:
         for wave in scheduler.opened():
@@ -250,10 +259,20 @@ def dispatch(
         scheduler.set_slots(max(1, len(live)))
 
     launch(slots)
+    last_tick = time.monotonic()
     try:
         while not scheduler.done:
+            now = time.monotonic()
+            for slot_id in live:  # where idle slot time goes (the figures bench_schedule prints)
+                if queued.get(slot_id, 0) - len(waiting.get(slot_id, [])) <= 0:
+                    if waiting.get(slot_id):
+                        stats.held_s += now - last_tick
+                    else:
+                        stats.starved_s += now - last_tick
+            last_tick = now
             open_waves()
             take_arrivals()
+            decode({})  # start the next wave when one has ended
             for slot_id in list(live):
                 while queued.get(slot_id, 0) < depth or (
                     queued[slot_id] < MAX_QUEUED and queued_seconds[slot_id] < lead
@@ -271,7 +290,7 @@ def dispatch(
                 raise RuntimeError("dispatch: work is left but nothing runs (a scheduler defect)")
             held = any(waiting.values())
             if waitables:
-                done, _ = ray.wait(waitables, num_returns=1, timeout=0.02 if held else tick)
+                done, _ = ray.wait(waitables, num_returns=1, timeout=0.05 if held else tick)
             else:  # every slot waits for decoded shards
                 done = []
                 take_arrivals(block=tick)

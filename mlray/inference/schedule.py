@@ -242,13 +242,17 @@ class Scheduler:
     def _refill(self) -> None:
         """Open groups, longest model first, while the open groups hold fewer than :data:`AHEAD_WORKS`
         not-yet-started works or :data:`AHEAD_SECONDS` of them per slot, and the cache budget allows (one group
-        always may); the groups opened together form waves of at most
-        :data:`WAVE_GROUPS` (the groups of a wave share one read and decode of each image)."""
+        always may). The groups opened together form waves (the groups of a wave share one read and decode of each
+        image); a wave, once started, is filled up to :data:`WAVE_GROUPS` groups, budget permitting."""
         wave: list[int] = []
         while self._closed_order and (
             not self._open
             or (
-                (len(self._ready) < AHEAD_WORKS * self.slots or self._ready_seconds < AHEAD_SECONDS * self.slots)
+                (
+                    0 < len(wave) < WAVE_GROUPS  # a wave, once started, is filled: fewer reads of each image
+                    or len(self._ready) < AHEAD_WORKS * self.slots
+                    or self._ready_seconds < AHEAD_SECONDS * self.slots
+                )
                 and self._open_bytes + self._group_bytes[self._closed_order[0]] <= self.cache_bytes
             )
         ):
