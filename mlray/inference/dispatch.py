@@ -48,7 +48,6 @@ MAX_WAVES = 8
 already runs its tasks on every CPU it may use; more at once only add executor threads to the driver)."""
 
 
-
 class Backend(Protocol):
     """What the dispatch loop runs: slot actors, what a chunk tells its slot, and the decode function."""
 
