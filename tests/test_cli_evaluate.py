@@ -35,7 +35,7 @@ def _kill_leftovers(ray_tmp: str) -> None:
 def test_ctrl_c_says_how_to_resume_and_the_rerun_says_what_it_reused(tmp_path):
     photos = tmp_path / "imgs"
     photos.mkdir()
-    for f in sorted(p for p in shared("images-ilsvrc2012-val-original").iterdir() if p.suffix == ".JPEG")[:40]:
+    for f in sorted(p for p in shared("images-ilsvrc2012-val-original").iterdir() if p.suffix == ".JPEG")[:88]:
         shutil.copy(f, photos / f.name)
     config = tmp_path / "run.yaml"
     config.write_text(
@@ -65,7 +65,7 @@ def test_ctrl_c_says_how_to_resume_and_the_rerun_says_what_it_reused(tmp_path):
         _kill_leftovers(ray_tmp)
     assert proc.returncode == 130, stderr[-3000:]
     stored = len(list(parts.glob("part-*.parquet")))
-    assert 1 <= stored < 10, f"{stored} of 10 shards stored: the test needs an interrupted run"
+    assert 1 <= stored < 22, f"{stored} of 22 shards stored: the test needs an interrupted run"
     line = [x for x in stderr.splitlines() if x.startswith("mlray: interrupted")]
     assert line == [
         f"mlray: interrupted: {stored} finished shard part{'s' if stored > 1 else ''} stored in {out / 'predictions'} "
@@ -82,11 +82,11 @@ def test_ctrl_c_says_how_to_resume_and_the_rerun_says_what_it_reused(tmp_path):
         _kill_leftovers(ray_tmp)
     assert again.returncode == 0, again.stderr[-3000:]
     text = again.stdout
-    assert f"photos: reused {stored} of 10 shards from the store" in text
+    assert f"photos: reused {stored} of 22 shards from the store" in text
     assert (
         f"reused from the store: {stored} finished shard part{'s' if stored > 1 else ''} (not inferred again)" in text
     )
-    assert f"photos / {MODEL}: 40 images = 40 predictions + 0 errors" in text
-    assert f"{40 - 4 * stored} images inferred by 1 model in" in text
+    assert f"photos / {MODEL}: 88 images = 88 predictions + 0 errors" in text
+    assert f"{88 - 4 * stored} images inferred by 1 model in" in text
     assert "\x1b[" not in text  # piped: no colour codes, and tables are not folded
     assert any(MODEL in row and "│" in row for row in text.splitlines())  # the full name inside a table row
