@@ -49,7 +49,11 @@ def test_ctrl_c_says_how_to_resume_and_the_rerun_says_what_it_reused(tmp_path):
     ray_tmp = tempfile.mkdtemp(prefix="mli", dir="/tmp")  # short: Ray's socket paths have a length limit
     env = {**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_AUTH_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
-    proc = subprocess.Popen(mlray, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C reaches a foreground command; a shell starts background jobs with SIGINT ignored (and Python then
+    # keeps ignoring it), so the run gets the default disposition whatever started the tests
+    sigint_default = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    proc = subprocess.Popen(mlray, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=sigint_default)  # fmt: skip
     try:
         deadline = time.monotonic() + 240
         while not list(parts.glob("part-*.parquet")):
