@@ -146,17 +146,6 @@ class SimBackend:
         return self.shard_n[key]
 
 
-class Counter:
-    def __init__(self) -> None:
-        self.counts: dict[str, int] = {}
-
-    def add(self, key: str, n: int) -> None:
-        self.counts[key] = self.counts.get(key, 0) + n
-
-    def get(self) -> dict[str, int]:
-        return dict(self.counts)
-
-
 def check_table(csv_path: Path) -> None:
     """The shared CSV's rows equal the table bundled with mlray (the costs come from this file)."""
     from mlray.inference.costs import cost_table
@@ -193,6 +182,7 @@ def run_one(gpus: int, groups, rates, scale: float, args) -> dict:
     from mlray.inference.plan import PlannedShard, build_works, shard_bytes
     from mlray.inference.schedule import Scheduler, lower_bound
     from mlray.inference.slots import cluster_nodes, plan_slots
+    from mlray.inference.worker import start_counter
 
     shards = {}
     for name, n in DATASETS:
@@ -213,7 +203,7 @@ def run_one(gpus: int, groups, rates, scale: float, args) -> dict:
         # second, this loaded 2-core machine takes tens of seconds for 32 of them
         warm = ray.remote(lambda: time.sleep(0.2))
         ray.get([warm.options(num_cpus=slot_plan.decode_cpus).remote() for _ in range(int(decode_cpus * 2))])
-        counter = ray.remote(num_cpus=0)(Counter).remote()
+        counter = start_counter(ray)  # mlray's own per-key counter actor
         backend = SimBackend(ray, works, rates, {k: s.n for k, s in shards.items()}, slot_plan.decode_cpus, scale,
                              args, counter)  # fmt: skip
         scheduler = Scheduler(works, shard_bytes(groups, works, shards), len(slot_plan.slots),

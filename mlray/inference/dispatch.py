@@ -133,7 +133,7 @@ class _Feeder:
             self.arrivals.put((None, (), exc))
 
 
-def quiet_ray_data(ray: Any) -> None:
+def quiet_ray_data() -> None:
     """mlray prints its own progress (per dataset and model); Ray Data's progress bars and INFO lines would
     interleave with it, so they go (warnings and errors still show; full logs stay in the Ray session dir)."""
     import logging
@@ -172,7 +172,7 @@ def dispatch(
     so short chunks never leave it idle while the driver is busy; a queued chunk goes to its slot once its shards
     are decoded. The slots' actors are killed and the decode waves stopped at the end."""
     start = time.monotonic()
-    quiet_ray_data(ray)
+    quiet_ray_data()
     placement_timeout = PLACEMENT_TIMEOUT if placement_timeout is None else placement_timeout
     stats = DispatchStats()
     handles: dict[str, Any] = {}

@@ -122,10 +122,12 @@ def run_inference(
     names = [r.spec.name for r in runs]
 
     plans = {d.name: plan_images(config, d) for d in config.datasets if d.images is not None}
+    classes: dict[str, np.ndarray] = {}  # dataset -> the classes it covers, for those that cover a subset
     for ds in config.datasets:  # a label outside a dataset's classes stops the run before any image is decoded
         space = class_space(config, ds) if ds.name in plans else None
         if space is not None:
             space.labels(load_dataset_labels(config, ds, plans[ds.name]).arrays(), ds.name)
+            classes[ds.name] = space.members
     shards = planned_shards(plans)
     tags = planned_tags(shards)
     check_layout(predictions_root(out))
@@ -158,7 +160,7 @@ def run_inference(
             works, shard_bytes(groups, works, shards), len(slot_plan.slots), cache_bytes=cache,
             load_seconds=LOAD_SECONDS, max_slots_per_work=settings.actors_per_model,
         )  # fmt: skip
-        run = _Run(ray, config, out, runs, groups, works, shards, slot_plan, progress, start)
+        run = _Run(ray, config, out, runs, groups, works, shards, slot_plan, classes, progress, start)
         run.go(scheduler, lambda: [s for s in plan_slots(cluster_nodes(ray), settings).slots])
         finished_at = run.finished_at
         for key, n in run.stats_reads.items():
@@ -191,7 +193,8 @@ class _Backend:
 
     def __init__(
         self, ray: Any, config: RunConfig, runs: Sequence[ModelRun], groups: Sequence[PrepGroup],
-        works: Sequence[Work], shards: Mapping[str, PlannedShard], slot_plan: SlotPlan, counter: Any,
+        works: Sequence[Work], shards: Mapping[str, PlannedShard], slot_plan: SlotPlan,
+        classes: Mapping[str, np.ndarray], counter: Any,
     ) -> None:  # fmt: skip
         by_name = {r.spec.name: r for r in runs}
         self._stages = [ModelStage(by_name[w.name].spec, by_name[w.name].prep) for w in works]
@@ -200,8 +203,7 @@ class _Backend:
         self._settings = config.inference
         self._plan = slot_plan
         self._counter = counter
-        spaces = {d.name: class_space(config, d) for d in config.datasets if d.images is not None}
-        self._classes = {name: space.members for name, space in spaces.items() if space is not None}
+        self._classes = dict(classes)
         self._worker = ray.remote(SlotWorker)
         self.decode_cpus = slot_plan.decode_cpus
 
@@ -235,9 +237,10 @@ class _Run:
     def __init__(
         self, ray: Any, config: RunConfig, out: Path, runs: list[ModelRun], groups: Sequence[PrepGroup],
         works: Sequence[Work], shards: Mapping[str, PlannedShard], slot_plan: SlotPlan,
-        progress: ProgressSink | None, start: float,
+        classes: Mapping[str, np.ndarray], progress: ProgressSink | None, start: float,
     ) -> None:  # fmt: skip
         self.ray, self.config, self.out, self.runs, self.groups = ray, config, out, runs, groups
+        self.classes = classes
         self.works, self.shards, self.slot_plan, self.progress, self.start = works, shards, slot_plan, progress, start
         self.finished_at: dict[str, float] = {}
         self.stats_reads: dict[str, int] = {}
@@ -265,7 +268,7 @@ class _Run:
             self._counter = start_counter(ray)
             self.progress.begin("", dict(self.stored_totals), dict(self.model_totals))
         backend = _Backend(ray, self.config, self.runs, self.groups, self.works, self.shards, self.slot_plan,
-                           self._counter)  # fmt: skip
+                           self.classes, self._counter)  # fmt: skip
         try:
             stats = dispatch(ray, scheduler, self.slot_plan.slots, backend, self._on_result, self._tick, replan=replan)
             if self.progress is not None:  # everything has come back: the final counts
