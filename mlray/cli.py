@@ -213,11 +213,21 @@ def score(
     models_per_task: Annotated[
         int, typer.Option(help="Models scored per Ray task (1 = one task per model and dataset).")
     ] = 16,
+    images: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--images",
+            help="NAME=PATH: where dataset NAME's images are, for the gallery's thumbnails, when the config has no "
+            "images: for it (imported predictions). Read with the dataset's layout:, else a manifest for "
+            ".csv/.tsv/.parquet, else a flat folder. Repeat per dataset.",
+        ),
+    ] = None,
     address: AddressOpt = None,
     num_cpus: CpusOpt = None,
     scratch: ScratchOpt = None,
 ) -> None:
-    """Score stored predictions: every multi-label metric, subgroups, ASMA, CIs and the gap decomposition."""
+    """Score stored predictions: every multi-label metric, subgroups, ASMA, CIs, the gap decomposition, the
+    confidence metrics and the gallery."""
     import tempfile
 
     from . import cluster
@@ -230,12 +240,14 @@ def score(
     params = cfg.scoring.params(max_group=max_group, min_group_size=min_group_size, n_boot=n_boot, seed=seed)
     check_labels(cfg)  # labels and prediction files to import are checked before Ray starts
     check_predictions(predictions, dataset, model)
+    image_paths = _image_overrides(cfg, images or [])
     with destination(out, scratch) as dest, tempfile.TemporaryDirectory(prefix="mlray-inputs-", dir=scratch) as tmp:
         inputs = fetch_inputs(predictions, Path(tmp))  # URIs copied down; local paths as they are
         cluster.connect(address, num_cpus)
         result = score_report(
-            cfg, inputs, dest.local, params, dataset=dataset, model=model, models_per_task=models_per_task
-        )
+            cfg, inputs, dest.local, params, dataset=dataset, model=model, models_per_task=models_per_task,
+            images=image_paths,
+        )  # fmt: skip
         print_scores(result, [d.name for d in cfg.datasets])
         console.print(
             f"reports in [bold]{dest.show()}[/] ({', '.join(p.name for p in result.paths.values())}); "
@@ -244,6 +256,25 @@ def score(
         from .analysis import analyze as run_analysis  # mlray analyze on the reports just written
 
         print_analysis(run_analysis(dest.local, n_boot=params.n_boot, seed=params.seed), where=dest.show())
+
+
+def _image_overrides(cfg, given: list[str]) -> dict[str, str]:
+    """``--images NAME=PATH`` values as {dataset: path} (a local path made absolute: Ray tasks run elsewhere);
+    a malformed value or an unknown dataset is a one-line error."""
+    from .errors import MlrayError
+
+    out: dict[str, str] = {}
+    names = [d.name for d in cfg.datasets]
+    for value in given:
+        name, eq, path = value.partition("=")
+        if not eq or not name or not path:
+            raise MlrayError(
+                f"--images {value!r}: expected NAME=PATH (a dataset of the config and where its images are)"
+            )
+        if name not in names:
+            raise MlrayError(f"--images {value!r}: the config has no dataset {name!r} (have: {', '.join(names)})")
+        out[name] = path if "://" in path else str(Path(path).resolve())
+    return out
 
 
 @app.command()

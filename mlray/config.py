@@ -116,18 +116,37 @@ class InferenceConfig(_Strict):
 _METRIC_DEFAULTS = MetricParams()
 
 
+class GalleryConfig(_Strict):
+    """Which models get a gallery in the reports (:mod:`mlray.gallery`) and how big it is."""
+
+    models: int | list[str] = Field(default=8, description="the first N models in name order, or a list of names")
+    per_kind: int = Field(default=12, ge=0, le=200, description="images of each kind per model and dataset")
+    thumbnail_px: int = Field(default=128, ge=16, le=512, description="longest side of a thumbnail, pixels")
+
+    @field_validator("models")
+    @classmethod
+    def _models(cls, v: int | list[str]) -> int | list[str]:
+        if isinstance(v, int) and v < 0:
+            raise ValueError("must be a number >= 0 or a list of model names")
+        return v
+
+
 class ScoringConfig(_Strict):
-    """Metric settings (the fields of :class:`mlray.scoring.params.MetricParams`, whose defaults these are)."""
+    """Metric settings (the fields of :class:`mlray.scoring.params.MetricParams`, whose defaults these are), and
+    the gallery's (``gallery:``, not a metric setting)."""
 
     max_group: int = Field(default=_METRIC_DEFAULTS.max_group, ge=1, le=1000)
     min_group_size: int = Field(default=_METRIC_DEFAULTS.min_group_size, ge=1)
     n_boot: int = Field(default=_METRIC_DEFAULTS.n_boot, ge=0)
     seed: int = Field(default=_METRIC_DEFAULTS.seed, ge=0)
     ci: float = Field(default=_METRIC_DEFAULTS.ci, gt=0, lt=1)
+    confidence_threshold: float = Field(default=_METRIC_DEFAULTS.confidence_threshold, gt=0, le=1)
+    ece_bins: int = Field(default=_METRIC_DEFAULTS.ece_bins, ge=1, le=1000)
+    gallery: GalleryConfig = GalleryConfig()
 
     def params(self, **overrides: int | float | None) -> MetricParams:
         """The :class:`MetricParams` of this section, with the ``overrides`` that are not None (CLI flags) applied."""
-        values = self.model_dump()
+        values = self.model_dump(exclude={"gallery"})
         values.update({k: v for k, v in overrides.items() if v is not None})
         return MetricParams(**values)
 

@@ -9,7 +9,8 @@ datasets (compare their label distributions, from the two dataset results), writ
 ``score_report``: stored predictions scored per (dataset, model), written as
 
     model_metrics.parquet  subgroup_metrics.parquet  gap_decomposition.parquet  dataset_gaps.parquet
-    class_metrics.parquet
+    class_metrics.parquet  policy_metrics.parquet  reliability.parquet
+    gallery.parquet  thumbnails.parquet          (mlray.gallery: the models of ``scoring.gallery``)
 
 Every report is written atomically (temporary name, then rename), so a reader never sees half a file.
 """
@@ -34,6 +35,7 @@ import pyarrow.parquet as pq
 from . import cluster
 from .config import RunConfig
 from .datasets import class_space, load_dataset_labels
+from .gallery import GALLERY_SCHEMAS
 from .io import write_parquet_atomic
 from .scoring.frames import SCORE_SCHEMAS
 from .scoring.params import MIN_GAP_FOR_SHARE
@@ -52,7 +54,7 @@ def report_schemas() -> dict[str, pa.Schema]:
     """The Arrow schema of every report written here, by report name (:data:`mlray.stats.STATS_SCHEMAS`,
     :data:`mlray.scoring.frames.SCORE_SCHEMAS`, :data:`DATASET_GAPS_SCHEMA`). A column name has one type in all
     of them: class indices int16, counts (``n``, ``n_images``, ...) int64, values float64."""
-    return {**STATS_SCHEMAS, **SCORE_SCHEMAS, "dataset_gaps": DATASET_GAPS_SCHEMA}
+    return {**STATS_SCHEMAS, **SCORE_SCHEMAS, **GALLERY_SCHEMAS, "dataset_gaps": DATASET_GAPS_SCHEMA}
 
 
 def empty_report(name: str) -> pd.DataFrame:
@@ -164,7 +166,9 @@ SCORE_REPORTS = (
     "dataset_gaps",
     "class_metrics",
     "policy_metrics",
+    "reliability",
 )
+GALLERY_REPORTS = ("gallery", "thumbnails")
 
 
 @dataclass
@@ -233,10 +237,10 @@ def _prepare_labels(config: RunConfig, name: str, params):
     return arrays, ctx, (space, dataset.class_policy, dropped)
 
 
-def _score_batch(prepared, units: list[PredictionUnit], params):
+def _score_batch(prepared, units: list[PredictionUnit], params, gallery: tuple[frozenset[str], int] = (frozenset(), 0)):
     """Score a batch of models on one dataset (the bootstrap multiplies the shared resamples once per batch). A
     dataset with a class space is scored under its ``class_policy`` (every report), and under the other policy too
-    (``policy_metrics``, no bootstrap)."""
+    (``policy_metrics``, no bootstrap). ``gallery``: the models that get ``gallery`` rows, and how many per kind."""
     import ray
 
     from .errors import MlrayError
@@ -248,19 +252,41 @@ def _score_batch(prepared, units: list[PredictionUnit], params):
     for u in units:
         table = ray.get(u.table) if u.table is not None else read_predictions(u.files or [])
         aligned.append(align(table, labels, u.dataset, u.model, source=u.source))
-    topks = [a.topk for a in aligned]
-    if space is not None:
-        topks = [space.ranking(a.topk, a.prob, policy)[0] for a in aligned]
-    scores = score_models(labels, topks, params, context=ctx)
+    ranked: list[tuple[np.ndarray, np.ndarray]] = [
+        (a.topk, a.prob) if space is None else space.ranking(a.topk, a.prob, policy) for a in aligned
+    ]
+    scores = score_models(labels, [t for t, _ in ranked], params, context=ctx, top1_probs=[_top1(p) for _, p in ranked])
     per_model = [model_frames(u.dataset, u.model, s) for u, s in zip(units, scores)]
     out = {name: pd.concat([f[name] for f in per_model], ignore_index=True) for name in MODEL_REPORTS[:-1]}
+    chosen, per_kind = gallery
+    shown = [(u, t, p) for u, (t, p) in zip(units, ranked) if u.model in chosen]
+    if shown and per_kind:
+        from .gallery import gallery_rows
+
+        sets = _valid_sets(labels)
+        out["gallery"] = pd.concat(
+            [
+                gallery_rows(u.model, u.dataset, t, p, labels.original, sets, labels.image_ids, per_kind)
+                for u, t, p in shown
+            ],
+            ignore_index=True,
+        )
+    else:
+        out["gallery"] = empty_report("gallery")
     policy_rows = []
     if space is not None:
         other = "all" if policy == "mask" else "mask"
         others: list = [None] * len(aligned)
         try:
-            ranked = [space.ranking(a.topk, a.prob, other)[0] for a in aligned]
-            others = score_models(labels, ranked, params, bootstrap=False, context=ctx)
+            again = [space.ranking(a.topk, a.prob, other) for a in aligned]
+            others = score_models(
+                labels,
+                [t for t, _ in again],
+                params,
+                bootstrap=False,
+                context=ctx,
+                top1_probs=[_top1(p) for _, p in again],
+            )
         except MlrayError:  # e.g. mask on an imported top-k list: only the configured policy is reported
             pass
         described = space.describe() + (f"; {dropped:,} valid labels outside dropped" if dropped else "")
@@ -280,16 +306,27 @@ def _score_batch(prepared, units: list[PredictionUnit], params):
     return (out, missing), dict(zip((u.model for u in units), scores))
 
 
-MODEL_REPORTS = ("model_metrics", "subgroup_metrics", "class_metrics", "policy_metrics")
+MODEL_REPORTS = ("model_metrics", "subgroup_metrics", "class_metrics", "reliability", "policy_metrics")
+
+
+def _top1(prob: np.ndarray) -> np.ndarray | None:
+    """The probability of each image's top-1 rank (NaN = unknown), None when no rank is stored at all."""
+    return prob[:, 0].astype(np.float64) if prob.ndim == 2 and prob.shape[1] else None
+
+
+def _valid_sets(labels) -> list[list[int] | None]:
+    """Each image's valid set as a list (None = not annotated)."""
+    o, v, a = labels.offsets, labels.values, labels.annotated
+    return [v[o[i] : o[i + 1]].tolist() if a[i] else None for i in range(len(o) - 1)]
 
 
 def model_frames(dataset: str, model: str, score) -> dict[str, pd.DataFrame]:
     """The rows of one scored (model, dataset) in each report of :data:`MODEL_REPORTS` but ``policy_metrics``,
     key columns first."""
-    from .scoring import metrics_frame, per_class_accuracy, subgroup_frame
+    from .scoring import metrics_frame, per_class_accuracy, reliability_frame, subgroup_frame
 
     frames = {"model_metrics": metrics_frame(score), "subgroup_metrics": subgroup_frame(score),
-              "class_metrics": per_class_accuracy(score)}  # fmt: skip
+              "class_metrics": per_class_accuracy(score), "reliability": reliability_frame(score)}  # fmt: skip
     for frame in frames.values():
         frame.insert(0, "dataset", dataset)
         frame.insert(0, "model", model)
@@ -331,6 +368,7 @@ def score_report(
     models_per_task: int = 16,
     ship_predictions: bool | None = None,
     only_config_datasets: bool = False,
+    images: dict[str, str] | None = None,
 ) -> ScoreResult:
     """Score stored predictions against the config's datasets and write the score reports.
 
@@ -345,10 +383,14 @@ def score_report(
     Prediction-store files are read inside the tasks on a single-node cluster; on a multi-node cluster
     (``ship_predictions=None`` = decide by the number of alive nodes) the driver reads them and ships the tables
     through the object store, since the tasks may run on nodes that cannot see the driver's disk.
+
+    The gallery (:mod:`mlray.gallery`) covers the models ``config.scoring.gallery`` chooses; its thumbnails are
+    read from each dataset's ``images:``, or ``images[dataset]`` (``mlray score --images NAME=PATH``).
     """
     import ray
 
     from .errors import MlrayError
+    from .gallery import gallery_models
     from .scoring import MetricParams
 
     params = params or MetricParams()
@@ -374,6 +416,8 @@ def score_report(
             )
     if not units:
         raise MlrayError("no predictions found in " + ", ".join(map(str, prediction_paths)))
+    gallery = config.scoring.gallery
+    chosen = frozenset(gallery_models((u.model for u in units), gallery.models))
     prepare = ray.remote(_prepare_labels)
     batch_task = ray.remote(num_returns=2)(_score_batch)
     pair_task = ray.remote(_decompose_pair)
@@ -383,7 +427,7 @@ def score_report(
         mine = [u for u in units if u.dataset == n]
         for i in range(0, len(mine), max(1, models_per_task)):
             batch = mine[i : i + max(1, models_per_task)]
-            refs: Any = batch_task.remote(prepared[n], batch, params)  # num_returns=2: Ray's stub says one ref
+            refs: Any = batch_task.remote(prepared[n], batch, params, (chosen, gallery.per_kind))  # stub: one ref
             frames_ref, scores_ref = refs
             frame_refs.append(frames_ref)
             for u in batch:
@@ -395,13 +439,33 @@ def score_report(
             pair_refs.append(pair_task.remote(m, a, b, score_refs[(a, m)], other, params))
     others = list(prepared.values()) + list(dict.fromkeys(score_refs.values()))  # fetched on an error only
     results, decompositions = cluster.gather(frame_refs, pair_refs, also=others)
-    frames = {name: pd.concat([r[0][name] for r in results], ignore_index=True) for name in MODEL_REPORTS}
+    frames = {name: pd.concat([r[0][name] for r in results], ignore_index=True) for name in (*MODEL_REPORTS, "gallery")}
+    frames["thumbnails"] = _thumbnails(config, frames["gallery"], gallery.thumbnail_px, images)
     gaps = pd.concat(decompositions, ignore_index=True) if decompositions else empty_report("gap_decomposition")
     frames["gap_decomposition"] = gaps
     frames["dataset_gaps"] = dataset_gaps_frame(frames["model_metrics"], frames["gap_decomposition"], names)
     missing = {key: v for r in results for key, v in r[1].items()}
-    paths = {name: write_report(frames[name], out_dir, name) for name in SCORE_REPORTS}
+    paths = {name: write_report(frames[name], out_dir, name) for name in (*SCORE_REPORTS, *GALLERY_REPORTS)}
     return ScoreResult(frames, missing, paths, time.perf_counter() - start)
+
+
+def _thumbnails(
+    config: RunConfig, gallery: pd.DataFrame, px: int, images: dict[str, str] | None = None
+) -> pd.DataFrame:
+    """The ``thumbnails`` of every image the gallery shows: one Ray task per dataset, reading its own images (or
+    ``images[dataset]``)."""
+    import ray
+
+    from .gallery import thumbnails_frame
+
+    if not len(gallery):
+        return empty_report("thumbnails")
+    task = ray.remote(thumbnails_frame)
+    refs = [
+        task.remote(config, d, list(dict.fromkeys(rows["image_id"])), px, (images or {}).get(str(d)))
+        for d, rows in gallery.groupby("dataset", sort=False)
+    ]
+    return pd.concat(cluster.gather(refs)[0], ignore_index=True)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -658,7 +722,7 @@ def composition_report(
     frames = stats_frames(summaries, [compare(summaries[0], summaries[1], top_classes)])
     aligned = align(predictions, arrays[dataset_a], dataset_a, model)
     ctx = prepare_dataset(arrays[dataset_a], params)
-    score = score_models(arrays[dataset_a], [aligned.topk], params, context=ctx)[0]
+    score = score_models(arrays[dataset_a], [aligned.topk], params, context=ctx, top1_probs=[_top1(aligned.prob)])[0]
     frames.update(model_frames(dataset_a, model, score))
     frames["policy_metrics"] = empty_report("policy_metrics")
     frames["gap_decomposition"] = pair_frame(model, dataset_a, dataset_b, score, arrays[dataset_b], params)

@@ -7,6 +7,7 @@
 ``context``          :class:`DatasetContext` / :func:`prepare_dataset`: a dataset's labels, ready to score on
 ``results``          :class:`MetricValue`, :class:`ModelScore`: what scoring produces
 ``batch``            :func:`score_model` / :func:`score_models`: every metric of many models, vectorized
+``confidence``       the confidence metrics (penalized valid labels, ECE) and the reliability table, vectorized
 ``bootstrap``        :func:`bootstrap_scores`: percentile intervals over images, paired across models
 ``decomposition``    :func:`decompose` / :func:`standardized_accuracy`: A vs B gap split by label-count mix
 ``frames``           report frames (:func:`metrics_frame`, ...) and the Arrow schemas of the score reports
@@ -58,6 +59,7 @@ from .frames import (
     decomposition_frame,
     metrics_frame,
     per_class_accuracy,
+    reliability_frame,
     subgroup_frame,
 )
 from .params import MetricParams
@@ -89,6 +91,7 @@ __all__ = [
     "per_class_accuracy",
     "percentile_ci",
     "prepare_dataset",
+    "reliability_frame",
     "score_model",
     "score_models",
     "standardized_accuracy",

@@ -18,6 +18,7 @@ import numpy as np
 from ..errors import MlrayError
 from ..labels import LabelArrays
 from .bootstrap import bootstrap_scores
+from .confidence import confidence_columns, fill_confidence
 from .context import DatasetContext, prepare_dataset
 from .params import MetricParams
 from .registry import METRICS, PER_IMAGE, SHANKAR
@@ -33,15 +34,19 @@ def score_model(
     *,
     bootstrap: bool = True,
     context: DatasetContext | None = None,
+    top1_prob: np.ndarray | None = None,
 ) -> ModelScore:
     """Score one model on one dataset: every metric, every subgroup, ASMA and (``bootstrap``) the intervals.
 
     ``topk`` (n, K) int, aligned to the rows of ``labels``, best first, ``-1`` = padding (trailing only); rows
     of ``-1`` only are images without prediction. Raises :class:`MlrayError` for a wrong shape, entries outside
-    -1..999, a class after padding or a class repeated within the ranks a metric reads. Equivalent to
-    ``score_models(labels, [topk], ...)[0]``.
+    -1..999, a class after padding or a class repeated within the ranks a metric reads. ``top1_prob`` (n,) is
+    the probability of each image's top-1 rank (NaN = unknown; None = none stored): the confidence metrics
+    (:mod:`mlray.scoring.confidence`) that read it are unavailable without it. Equivalent to
+    ``score_models(labels, [topk], ..., top1_probs=[top1_prob])[0]``.
     """
-    return score_models(labels, [topk], params, bootstrap=bootstrap, context=context)[0]
+    probs = None if top1_prob is None else [top1_prob]
+    return score_models(labels, [topk], params, bootstrap=bootstrap, context=context, top1_probs=probs)[0]
 
 
 def score_models(
@@ -51,11 +56,17 @@ def score_models(
     *,
     bootstrap: bool = True,
     context: DatasetContext | None = None,
+    top1_probs: Iterable[np.ndarray | None] | None = None,
 ) -> list[ModelScore]:
-    """:func:`score_model` for several models of one dataset; the bootstrap runs for all of them at once."""
+    """:func:`score_model` for several models of one dataset (``top1_probs``: one ``top1_prob`` per model, or
+    None); the bootstrap runs for all of them at once."""
     params = params or MetricParams()
     ctx = context if context is not None else prepare_dataset(labels, params)
-    scores = [_score_point(ctx, t, params) for t in topks]
+    topks = list(topks)
+    probs = [None] * len(topks) if top1_probs is None else list(top1_probs)
+    if len(probs) != len(topks):
+        raise MlrayError(f"scoring: {len(probs)} top-1 probability arrays for {len(topks)} models")
+    scores = [_score_point(ctx, t, params, p) for t, p in zip(topks, probs)]
     if bootstrap and params.n_boot > 0 and scores:
         bootstrap_scores(scores, labels, params, context=ctx)
     return scores
@@ -131,7 +142,9 @@ def _per_image_values(ctx: DatasetContext, tn: np.ndarray, hits: np.ndarray) -> 
     return out
 
 
-def _score_point(ctx: DatasetContext, topk: np.ndarray, params: MetricParams) -> ModelScore:
+def _score_point(
+    ctx: DatasetContext, topk: np.ndarray, params: MetricParams, top1_prob: np.ndarray | None = None
+) -> ModelScore:
     n, G = ctx.n, ctx.max_group
     t = _check_topk(topk, n, ctx.num_classes)
     K = t.shape[1]
@@ -195,6 +208,15 @@ def _score_point(ctx: DatasetContext, topk: np.ndarray, params: MetricParams) ->
     score.no_prediction_by_metric = {m.name: int(np.sum(population[m.denominator] & ~has_pred)) for m in PER_IMAGE}
     _fill_point_results(score)
     _score_shankar(ctx, score, tn[:, 0], hits[:, 0], has_pred)
+    if top1_prob is not None and np.shape(top1_prob) != (n,):
+        raise MlrayError(f"predictions: top-1 probabilities must have shape ({n},), got {np.shape(top1_prob)}")
+    F, lacking = confidence_columns(ctx, tn[:, 0], hits[:, 0] & has_pred, has_pred, top1_prob, params)
+    fill_confidence(score, F, lacking)
+    unpredicted = int(np.sum(ctx.labelled & ctx.orig_ok & ~has_pred))  # cannot tell whether they are "mistaken"
+    score.no_prediction_by_metric.update(
+        penalized_valid_share=unpredicted, penalized_valid_share_conf=unpredicted,
+        ece_top1=score.no_prediction_by_metric["top1"], ece_real=score.no_prediction_by_metric["real_top1"],
+    )  # fmt: skip
     return score
 
 

@@ -20,31 +20,13 @@ import numpy as np
 
 from ..errors import MlrayError
 from ..labels import LabelArrays
+from .confidence import bootstrap_confidence
 from .context import K_SLICES, DatasetContext, prepare_dataset
 from .params import MetricParams
 from .registry import ASMA_METRICS, METRICS, PER_IMAGE, SHANKAR
-from .results import N_ROWS, ModelScore, eligible_row, ratio
+from .results import N_ROWS, ModelScore, eligible_row, percentile_ci, ratio
 
 _FRAC_ROWS = [j for j, m in enumerate(PER_IMAGE) if m.mode == "frac"]  # rows of X holding |T ∩ L| / k_i
-
-
-def percentile_ci(R: np.ndarray, ci: float) -> tuple[np.ndarray, np.ndarray]:
-    """Columnwise central ``ci`` percentile interval of R (B, q), NaN resamples dropped (numpy's 'linear'
-    percentile); NaN where a column has no finite resample."""
-    R = np.asarray(R, dtype=np.float64)
-    s = np.sort(R, axis=0)  # NaN sorts last
-    nv = np.sum(~np.isnan(R), axis=0)
-    alpha = (1.0 - ci) / 2.0
-    out = []
-    cols = np.arange(R.shape[1])
-    for q in (alpha, 1.0 - alpha):
-        pos = q * np.maximum(nv - 1, 0)
-        lo = np.floor(pos).astype(np.intp)
-        hi = np.minimum(lo + 1, np.maximum(nv - 1, 0))
-        frac = pos - lo
-        v = s[lo, cols] * (1 - frac) + s[hi, cols] * frac
-        out.append(np.where(nv > 0, v, np.nan))
-    return out[0], out[1]
 
 
 def _integer_rows(X: np.ndarray, k: np.ndarray) -> np.ndarray:
@@ -110,6 +92,7 @@ def bootstrap_scores(
         if res.available:
             lo, hi = percentile_ci(s.boot_shankar[:, None], params.ci)
             res.ci_low, res.ci_high = float(lo[0]), float(hi[0])
+    bootstrap_confidence(scores, ctx, params)
 
 
 def _group_sums(sums: np.ndarray, max_group: int, n_models: int) -> np.ndarray:

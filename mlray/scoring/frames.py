@@ -45,6 +45,8 @@ PARAMS_TYPE = pa.struct(
         ("n_classes", pa.int64()),  # ml_acc_shankar only: classes averaged over
         ("n_excluded_problematic", pa.int64()),  # ml_acc_shankar only
         ("unclear_given", pa.bool_()),  # ml_acc_shankar only
+        ("threshold", pa.float64()),  # penalized_valid_share_conf<t> only: the top-1 probability threshold
+        ("bins", pa.int64()),  # ece_* only: equal-width bins of [0, 1]
     ]
 )
 """The ``params`` column of ``model_metrics``: the metric's definition and the choices behind its value."""
@@ -81,6 +83,17 @@ SUBGROUP_SCHEMA = pa.schema(
 DECOMPOSITION_SCHEMA = pa.schema(
     [("metric", pa.string())] + [(k, pa.float64()) for k in DECOMPOSITION_KEYS[1:-1]] + [("reason", pa.string())]
 )
+RELIABILITY_SCHEMA = pa.schema(
+    [
+        ("truth", pa.string()),  # "original" (ece_top1) or "valid set" (ece_real)
+        ("bin", pa.int64()),
+        ("bin_low", pa.float64()),
+        ("bin_high", pa.float64()),
+        ("n", pa.int64()),
+        ("confidence", pa.float64()),  # mean top-1 probability (NaN in an empty bin)
+        ("accuracy", pa.float64()),
+    ]
+)
 CLASS_SCHEMA = pa.schema(
     [
         ("class_index", pa.int16()),
@@ -95,6 +108,7 @@ MODEL_COLUMNS = MODEL_SCHEMA.names
 SUBGROUP_COLUMNS = SUBGROUP_SCHEMA.names
 DECOMPOSITION_COLUMNS = DECOMPOSITION_SCHEMA.names
 CLASS_COLUMNS = CLASS_SCHEMA.names
+RELIABILITY_COLUMNS = RELIABILITY_SCHEMA.names
 
 _MODEL_KEYS = [pa.field("model", pa.string()), pa.field("dataset", pa.string())]
 _PAIR_KEYS = [pa.field("model", pa.string()), pa.field("dataset_a", pa.string()), pa.field("dataset_b", pa.string())]
@@ -103,6 +117,7 @@ SCORE_SCHEMAS: dict[str, pa.Schema] = {
     "subgroup_metrics": pa.schema(_MODEL_KEYS + list(SUBGROUP_SCHEMA)),
     "gap_decomposition": pa.schema(_PAIR_KEYS + list(DECOMPOSITION_SCHEMA)),
     "class_metrics": pa.schema(_MODEL_KEYS + list(CLASS_SCHEMA)),
+    "reliability": pa.schema(_MODEL_KEYS + list(RELIABILITY_SCHEMA)),
     "policy_metrics": pa.schema(
         _MODEL_KEYS
         + [("classes", pa.string()), ("class_policy", pa.string()), ("configured", pa.bool_())]
@@ -133,6 +148,10 @@ def metric_params(score: ModelScore, metric: str) -> dict[str, Any]:
     )
     if metric == SHANKAR:
         out.update({k: v for k, v in score.shankar_info.items() if k in out})
+    if s.denominator == "confident":
+        out["threshold"] = float(p.confidence_threshold)
+    if s.definition == "expected_calibration_error":
+        out["bins"] = int(p.ece_bins)
     return out
 
 
@@ -146,10 +165,11 @@ def metrics_frame(score: ModelScore) -> pd.DataFrame:
     only, else None): the list of group labels used. The caller adds ``model`` and ``dataset``.
     """
     rows = []
-    for m in ALL_METRICS:
+    for m in ALL_METRICS + score.confidence_names:
         mv = score.results[m]
         base = spec(m)
         multi = base.denominator != "original"
+        labelled = base.denominator in ("labelled", "mistaken", "confident")
         rows.append(
             {
                 "metric": m,
@@ -160,7 +180,7 @@ def metrics_frame(score: ModelScore) -> pd.DataFrame:
                 "params": metric_params(score, m),
                 "available": mv.available,
                 "reason": mv.reason,
-                "n_excluded_empty": score.n_excluded_empty if base.denominator == "labelled" else 0,
+                "n_excluded_empty": score.n_excluded_empty if labelled else 0,
                 "n_excluded_unannotated": score.n_excluded_unannotated if multi else 0,
                 "n_excluded_no_original": score.n_excluded_no_original if base.denominator != "labelled" else 0,
                 "n_no_prediction": score.no_prediction_by_metric.get(base.name, 0),
@@ -175,11 +195,20 @@ def subgroup_frame(score: ModelScore) -> pd.DataFrame:
     without images has NaN and n = 0). Columns :data:`SUBGROUP_SCHEMA`; the caller adds ``model``, ``dataset``."""
     rows = []
     for label in score.group_labels:
-        for m in METRICS:
+        for m in METRICS + score.confidence_names:
             mv = score.subgroups[(m, label)]
             rows.append({"group": label, "metric": m, "value": mv.value, "n": mv.n, "ci_low": mv.ci_low,
                          "ci_high": mv.ci_high, "available": mv.available, "reason": mv.reason})  # fmt: skip
     return pd.DataFrame(rows, columns=SUBGROUP_COLUMNS)
+
+
+def reliability_frame(score: ModelScore) -> pd.DataFrame:
+    """The reliability-diagram data of ``score``: per truth ("original": the images ``ece_top1`` is taken over;
+    "valid set": those of ``ece_real``) and bin, the images, their mean top-1 probability and the share right.
+    Columns :data:`RELIABILITY_SCHEMA`; the caller adds ``model``, ``dataset``."""
+    from .confidence import reliability_rows
+
+    return pd.DataFrame(reliability_rows(score), columns=RELIABILITY_COLUMNS)
 
 
 def decomposition_frame(

@@ -180,6 +180,137 @@ def variable_top_k(topk: ArrayLike, valid_sets: ValidSets, mode: Mode) -> float:
     return _mean(values, available)
 
 
+# --------------------------------------------------------------------------------------------------------------
+# Confidence: valid labels a single-label benchmark penalizes, and calibration under both truths
+
+
+def _top1_prob(top1_prob: ArrayLike, n: int) -> list[float]:
+    p = np.asarray(top1_prob, dtype=np.float64)
+    if p.ndim != 1 or len(p) != n:
+        raise MlrayError(f"top1_prob must be 1-D with one entry per image ({n}), got shape {p.shape}")
+    finite = p[~np.isnan(p)]
+    if finite.size and (finite.min() < 0.0 or finite.max() > 1.0):
+        raise MlrayError("top1_prob must hold probabilities in [0, 1] (NaN = unknown)")
+    return [float(v) for v in p]
+
+
+def penalized_valid_share(
+    topk: ArrayLike,
+    original: ArrayLike,
+    valid_sets: ValidSets,
+    top1_prob: ArrayLike | None = None,
+    threshold: float | None = None,
+) -> float:
+    """The share of top-1 "mistakes" that are valid labels: what a single-label benchmark penalizes wrongly.
+
+    ``(1/|I|) Σ_{i∈I} [p_i1 ∈ L_i]`` over I = {i : L_i non-empty, y_i >= 0, r_i >= 1, p_i1 != y_i} (labelled
+    images with an original label whose top-1 differs from it). With ``threshold`` t, I keeps only the images
+    whose top-1 probability c_i >= t (``penalized_valid_share_conf50`` is t = 0.5); an image of I with an unknown
+    probability (NaN) makes the value unavailable (NaN). NaN when I is empty.
+
+    >>> topk = [[3, 1], [0, 2], [5, 6], [2, 0], [4, 1]]
+    >>> original, valid = [1, 2, 5, 2, 7], [[1, 3], [2], [5, 6], [2], [9]]
+    >>> penalized_valid_share(topk, original, valid)  # images 0, 1, 4 are "wrong"; 0's top-1 is valid
+    0.3333333333333333
+    >>> penalized_valid_share(topk, original, valid, [0.9, 0.4, 0.8, 0.7, 0.6], threshold=0.5)  # 0 and 4
+    0.5
+    """
+    ranks = _ranks(topk)
+    n = len(ranks)
+    y = _original(original, n)
+    sets = _sets(valid_sets, n, "valid_sets")
+    taken = [i for i in range(n) if sets[i] and y[i] >= 0 and ranks[i] and ranks[i][0] != y[i]]
+    if threshold is not None:
+        if top1_prob is None:
+            raise MlrayError("penalized_valid_share: a threshold needs top1_prob")
+        c = _top1_prob(top1_prob, n)
+        if any(math.isnan(c[i]) for i in taken):
+            return math.nan
+        taken = [i for i in taken if c[i] >= threshold]
+    return _mean([float(ranks[i][0] in (sets[i] or ())) for i in taken], [True] * len(taken))
+
+
+def calibration_bin(confidence: float, bins: int) -> int:
+    """The bin of a confidence c among ``bins`` equal-width bins of [0, 1]: bin b holds b/M <= c < (b+1)/M, and
+    c = 1 falls in the last bin (M = ``bins``; edges as ``numpy.linspace(0, 1, M + 1)``).
+
+    >>> [calibration_bin(c, 15) for c in (0.0, 0.4, 0.4 - 1e-9, 0.999, 1.0)]
+    [0, 6, 5, 14, 14]
+    """
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    return min(int(np.searchsorted(edges, confidence, side="right")) - 1, bins - 1)
+
+
+def reliability_bins(
+    topk: ArrayLike,
+    top1_prob: ArrayLike,
+    *,
+    original: ArrayLike | None = None,
+    valid_sets: ValidSets | None = None,
+    bins: int = 15,
+) -> list[tuple[int, float, float]]:
+    """Per bin (:func:`calibration_bin`): ``(n_b, mean confidence, accuracy)`` of the images taken over (NaN means
+    for an empty bin), against exactly one truth: ``original`` (I = images with y_i >= 0 and a prediction; right =
+    [p_i1 = y_i]) or ``valid_sets`` (I = labelled images with a prediction; right = [p_i1 ∈ L_i]). An image of I
+    whose probability is unknown (NaN) raises :class:`MlrayError`.
+
+    >>> reliability_bins([[1], [2], [3]], [0.95, 0.9, 0.5], original=[1, 0, 3], bins=2)
+    [(0, nan, nan), (3, 0.7833333333333333, 0.6666666666666666)]
+    """
+    ranks = _ranks(topk)
+    n = len(ranks)
+    c = _top1_prob(top1_prob, n)
+    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1:
+        raise MlrayError(f"bins must be an integer >= 1, got {bins!r}")
+    if (original is None) == (valid_sets is None):
+        raise MlrayError("reliability_bins: give exactly one truth, original or valid_sets")
+    if original is not None:
+        y = _original(original, n)
+        taken = [(i, ranks[i][0] == y[i]) for i in range(n) if y[i] >= 0 and ranks[i]]
+    else:
+        sets = _sets(valid_sets, n, "valid_sets")
+        taken = [(i, ranks[i][0] in (sets[i] or ())) for i in range(n) if sets[i] and ranks[i]]
+    per: list[list[tuple[float, bool]]] = [[] for _ in range(bins)]
+    for i, right in taken:
+        if math.isnan(c[i]):
+            raise MlrayError(f"reliability_bins: image {i} has no top-1 probability")
+        per[calibration_bin(c[i], bins)].append((c[i], right))
+    return [
+        (len(b), math.fsum(v for v, _ in b) / len(b), sum(r for _, r in b) / len(b)) if b else (0, math.nan, math.nan)
+        for b in per
+    ]
+
+
+def expected_calibration_error(
+    topk: ArrayLike,
+    top1_prob: ArrayLike,
+    *,
+    original: ArrayLike | None = None,
+    valid_sets: ValidSets | None = None,
+    bins: int = 15,
+) -> float:
+    """Expected calibration error of the top-1 probability (Guo et al. 2017) against one truth, as in
+    :func:`reliability_bins`: ``ECE = Σ_b (n_b / N) |acc_b - conf_b|`` over the ``bins`` equal-width bins of
+    [0, 1], N = the images taken over. ``ece_top1`` is it against the original labels, ``ece_real`` against the
+    valid sets, both with 15 bins. NaN when no image is taken over or one of them has an unknown probability.
+
+    >>> round(expected_calibration_error([[1], [2], [3]], [0.95, 0.9, 0.5], original=[1, 0, 3], bins=2), 6)
+    0.116667
+    >>> round(expected_calibration_error([[1], [2]], [0.95, 0.9], valid_sets=[[1, 2], [2]], bins=2), 6)
+    0.075
+    """
+    try:
+        per = reliability_bins(topk, top1_prob, original=original, valid_sets=valid_sets, bins=bins)
+    except MlrayError as exc:
+        if "has no top-1 probability" in str(exc):
+            return math.nan
+        raise
+    total = sum(n for n, _, _ in per)
+    if not total:
+        return math.nan
+    return math.fsum(n / total * abs(acc - conf) for n, conf, acc in per if n)
+
+
 _DEFINITIONS: dict[str, Callable[..., float]] = {
     "top_k_accuracy": top_k_accuracy,
     "real_accuracy": real_accuracy,

@@ -22,7 +22,9 @@ class MetricParams:
 
     ``max_group``: k_i >= max_group merge into the group ``f"{max_group}+"``. ``min_group_size``: ASMA leaves out
     groups with fewer images. ``n_boot``: bootstrap resamples (0 = no intervals). ``seed``: bootstrap seed.
-    ``ci``: central coverage of the percentile interval.
+    ``ci``: central coverage of the percentile interval. ``confidence_threshold``: the top-1 probability from
+    which a "mistake" counts as confident (``penalized_valid_share_conf<100 t>``). ``ece_bins``: equal-width bins
+    of [0, 1] of the calibration error and the reliability table.
     """
 
     max_group: int = 5
@@ -30,6 +32,8 @@ class MetricParams:
     n_boot: int = 1000
     seed: int = 0
     ci: float = 0.95
+    confidence_threshold: float = 0.5
+    ece_bins: int = 15
 
     def __post_init__(self) -> None:
         if not (isinstance(self.max_group, (int, np.integer)) and 1 <= self.max_group <= 1000):
@@ -42,7 +46,26 @@ class MetricParams:
             raise MlrayError(f"metric params: seed must be an integer >= 0, got {self.seed!r}")
         if not (0.0 < float(self.ci) < 1.0):
             raise MlrayError(f"metric params: ci must be in (0, 1), got {self.ci!r}")
+        t = self.confidence_threshold
+        if (
+            isinstance(t, bool)
+            or not isinstance(t, (int, float))
+            or not 0.0 < t <= 1.0
+            or abs(round(100 * t) - 100 * t) > 1e-9
+        ):
+            raise MlrayError(
+                f"metric params: confidence_threshold must be in (0, 1] in whole percent (0.5, 0.9), got {t!r}"
+            )
+        if not (isinstance(self.ece_bins, (int, np.integer)) and 1 <= self.ece_bins <= 1000):
+            raise MlrayError(f"metric params: ece_bins must be an integer in 1..1000, got {self.ece_bins!r}")
+
+    @property
+    def confident_metric(self) -> str:
+        """The name of the confident variant of ``penalized_valid_share``: ``penalized_valid_share_conf50`` for
+        the default threshold 0.5."""
+        return f"penalized_valid_share_conf{round(100 * self.confidence_threshold)}"
 
     def to_dict(self) -> dict[str, int | float]:
-        """The fields as plain Python numbers (``ci`` a float, the others ints), e.g. for a JSON manifest."""
-        return {k: (float(v) if k == "ci" else int(v)) for k, v in asdict(self).items()}
+        """The fields as plain Python numbers (``ci`` and ``confidence_threshold`` floats, the others ints), e.g. for
+        a JSON manifest."""
+        return {k: (float(v) if k in ("ci", "confidence_threshold") else int(v)) for k, v in asdict(self).items()}

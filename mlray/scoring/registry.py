@@ -22,6 +22,22 @@ Denominators: *original* = images with an original label (y_i >= 0); *labelled* 
 non-empty valid set; *shankar* = annotated, non-problematic images with an original label. Every metric is taken
 over the images of its denominator that have a prediction. ``asma_<m>`` (ASMA of each per-image metric m) is
 derived from m and has no entry of its own.
+
+The confidence metrics (:data:`CONFIDENCE`, computed by :mod:`mlray.scoring.confidence`) read the top-1 rank p_i1
+and its probability c_i:
+
+================================  ===========  =====================================  ==============================
+name                              denominator  value                                  reference
+================================  ===========  =====================================  ==============================
+``penalized_valid_share``         mistaken     share of them with p_i1 in L_i         ``penalized_valid_share``
+``penalized_valid_share_conf50``  confident    the same over those with c_i >= t      ``penalized_valid_share``
+``ece_top1``                      original     sum_b n_b/N |acc_b - conf_b|, y_i      ``expected_calibration_error``
+``ece_real``                      labelled     the same, right = p_i1 in L_i          ``expected_calibration_error``
+================================  ===========  =====================================  ==============================
+
+*mistaken* = labelled images with an original label whose top-1 differs from it (p_i1 != y_i); *confident* = those
+of them with c_i >= ``confidence_threshold`` t (the name carries t in percent: ``_conf50``, ``_conf90``).
+The ECE bins are ``ece_bins`` (15) equal-width bins of [0, 1] (:func:`~mlray.scoring.functional.calibration_bin`).
 """
 
 from __future__ import annotations
@@ -29,13 +45,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Denominator = Literal["original", "labelled", "shankar"]
+Denominator = Literal["original", "labelled", "shankar", "mistaken", "confident"]
 Mode = Literal["all", "frac", "any"]
 
 OVER: dict[str, str] = {
     "original": "images with an original label",
     "labelled": "labelled images",
     "shankar": "annotated, non-problematic images with an original label",
+    "mistaken": "labelled images with an original label whose top-1 differs from it",
+    "confident": "labelled images with an original label whose top-1 differs from it, top-1 probability >= threshold",
 }
 
 
@@ -97,7 +115,19 @@ SHANKAR: str = SHANKAR_SPEC.name
 ALL_METRICS: tuple[str, ...] = METRICS + (SHANKAR,) + ASMA_METRICS
 """Every metric of a model's report, in report order: per-image metrics, ``ml_acc_shankar``, then ASMA."""
 
-SPECS: dict[str, MetricSpec] = {m.name: m for m in PER_IMAGE + (SHANKAR_SPEC,)}
+CONFIDENCE: tuple[MetricSpec, ...] = (
+    MetricSpec("penalized_valid_share", "mistaken", 1, "penalized_valid_share", "valid set", "top-1 mistakes"),
+    MetricSpec(
+        "penalized_valid_share_conf", "confident", 1, "penalized_valid_share", "valid set", "confident top-1 mistakes"
+    ),
+    MetricSpec("ece_top1", "original", 1, "expected_calibration_error", "original", "calibration"),
+    MetricSpec("ece_real", "labelled", 1, "expected_calibration_error", "valid set", "calibration"),
+)
+"""The confidence metrics (one row each in ``model_metrics`` and per subgroup in ``subgroup_metrics``, no ASMA).
+The confident variant's report name carries its threshold (:attr:`MetricParams.confident_metric`,
+``penalized_valid_share_conf50``); its entry here is ``penalized_valid_share_conf``."""
+
+SPECS: dict[str, MetricSpec] = {m.name: m for m in PER_IMAGE + (SHANKAR_SPEC,) + CONFIDENCE}
 
 
 def spec(name: str) -> MetricSpec:
@@ -107,6 +137,8 @@ def spec(name: str) -> MetricSpec:
     {'mode': 'frac'}
     """
     base = name[5:] if name.startswith("asma_") else name
+    if base.startswith("penalized_valid_share_conf") and base[len("penalized_valid_share_conf") :].isdigit():
+        base = "penalized_valid_share_conf"
     if base not in SPECS:
         raise KeyError(f"unknown metric {name!r}; one of {', '.join(ALL_METRICS)}")
     return SPECS[base]

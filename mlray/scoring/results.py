@@ -73,6 +73,9 @@ class ModelScore:
     boot_shankar: np.ndarray | None = None  # float64 (B,) resampled ml_acc_shankar
     shankar_info: dict[str, int | bool] = field(default_factory=dict)  # n_classes, n_excluded_problematic, ...
     dataset_key: str = ""
+    confidence_names: tuple[str, ...] = ()  # the confidence metrics' report names (mlray.scoring.confidence)
+    confidence_F: np.ndarray | None = None  # float32 (n, columns): their per-image columns
+    confidence_sums: np.ndarray | None = None  # float64 (G+1, columns): the columns summed per slice
 
     @property
     def n_groups(self) -> int:
@@ -84,3 +87,22 @@ def ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Elementwise ``a / b`` where ``b > 0``, NaN elsewhere (no warnings)."""
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(b > 0, a / np.where(b > 0, b, 1), np.nan)
+
+
+def percentile_ci(R: np.ndarray, ci: float) -> tuple[np.ndarray, np.ndarray]:
+    """Columnwise central ``ci`` percentile interval of R (B, q), NaN resamples dropped (numpy's 'linear'
+    percentile); NaN where a column has no finite resample."""
+    R = np.asarray(R, dtype=np.float64)
+    s = np.sort(R, axis=0)  # NaN sorts last
+    nv = np.sum(~np.isnan(R), axis=0)
+    alpha = (1.0 - ci) / 2.0
+    out = []
+    cols = np.arange(R.shape[1])
+    for q in (alpha, 1.0 - alpha):
+        pos = q * np.maximum(nv - 1, 0)
+        lo = np.floor(pos).astype(np.intp)
+        hi = np.minimum(lo + 1, np.maximum(nv - 1, 0))
+        frac = pos - lo
+        v = s[lo, cols] * (1 - frac) + s[hi, cols] * frac
+        out.append(np.where(nv > 0, v, np.nan))
+    return out[0], out[1]
