@@ -503,6 +503,37 @@ def print_headline(model_metrics: Any, out: Console | None = None, limit: int | 
         out.print(f"... and {plural(len(groups) - limit, '(model, dataset) pair')} more in model_metrics.parquet")
 
 
+def print_confidence(model_metrics: Any, out: Console | None = None, limit: int | None = None) -> None:
+    """Per (model, dataset): the top-1 "mistakes" that are valid labels (all, and the confident ones, as share and
+    count) and the calibration error against both truths; nothing when the report has no confidence rows."""
+    out = out or console
+    if model_metrics is None or not len(model_metrics):
+        return
+    conf = model_metrics[model_metrics.metric.str.startswith(("penalized_valid_share", "ece_"))]
+    if not len(conf):
+        return
+    confident = sorted({m for m in conf.metric if m.startswith("penalized_valid_share_conf")})
+    names = ["penalized_valid_share", *confident[:1], "ece_top1", "ece_real"]
+    table = Table(title="Top-1 mistakes that are valid labels, and calibration (ECE, %)", title_justify="left")
+    at = [f"conf >= {c.removeprefix('penalized_valid_share_conf')} %" for c in confident[:1]]
+    for col in ("model", "dataset", "valid among mistakes", *at, "ECE original", "ECE valid set"):
+        table.add_column(col, justify="left" if col in ("model", "dataset") else "right", no_wrap=True)
+    groups = list(conf.groupby(["model", "dataset"], sort=False))
+    for (model, dataset), rows in groups[:limit]:
+        m = rows.set_index("metric")
+        cells = []
+        for metric in names:
+            if metric not in m.index or not bool(m.loc[metric, "available"]):
+                cells.append("n/a")
+            elif metric.startswith("penalized"):
+                v, n = float(m.loc[metric, "value"]), int(m.loc[metric, "n"])
+                cells.append(f"{100 * v:.1f} % of {n:,}")
+            else:
+                cells.append(f"{100 * float(m.loc[metric, 'value']):.2f}")
+        table.add_row(str(model), str(dataset), *cells)
+    out.print(table)
+
+
 def gap_cell(row: Any) -> str:
     """One gap-table cell: the gap A -> B in points and the share the label-count mix explains, with reasons.
 
@@ -526,6 +557,7 @@ def print_scores(
     out = out or console
     mm = result.frames["model_metrics"]
     print_headline(mm, out, limit)
+    print_confidence(mm, out, limit)
     gd = result.frames["gap_decomposition"]
     if len(gd):
         order = {name: i for i, name in enumerate(dataset_order)}

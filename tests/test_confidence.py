@@ -186,3 +186,58 @@ def test_squashed_val_photos_with_lite0_penalized_valid_counts_equal_a_hand_coun
     assert set(thumbs.image_id) == set(gallery.image_id) and thumbs.note.isna().all()
     assert (thumbs.width == 128).all() and (thumbs.height == 128).all()  # 227 x 227 photos, longest side 128
     assert thumbs.jpeg.map(len).max() < 12_000
+
+
+@pytest.mark.ray
+def test_score_imported_predictions_with_images_gives_the_gallery_and_its_thumbnails(ray_cluster, tmp_path, capsys):
+    """``mlray score --images NAME=PATH``: imported top-k lists with probabilities against a labels-only config;
+    the gallery and confidence values by hand, thumbnails from the real photos, a one-line note for the dataset
+    whose images are unknown, and a malformed --images is one line, exit 2."""
+    import pandas as pd
+    from conftest import shared
+
+    from mlray.cli import main
+
+    folder = shared("images-acuity-ilsvrc2012-val-227")
+    stems = sorted(p.stem for p in folder.glob("*.JPEG"))[:4]
+    rows = [(0, "0;1", "1;0", ".8;.1"), (2, "2", "3;2", ".9;.05"), (4, "4;5", "5;4", ".6;.3"), (6, "6", "6;1", ".7;.2")]
+    (tmp_path / "labels.csv").write_text(
+        "image_id,label,labels\n" + "".join(f"{s},{y},{ls}\n" for s, (y, ls, _, _) in zip(stems, rows))
+    )
+    (tmp_path / "pred.csv").write_text(
+        "dataset,model,image_id,topk,probs\n"
+        + "".join(f"{d},m,{s},{t},{p}\n" for d in ("A", "B") for s, (_, _, t, p) in zip(stems, rows))
+    )
+    src = "{original: {format: table, path: labels.csv}, multi: {format: table, path: labels.csv}}"
+    (tmp_path / "run.yaml").write_text(f"datasets:\n  - {{name: A, labels: {src}}}\n  - {{name: B, labels: {src}}}\n")
+    out = tmp_path / "r"
+    args = ["score", str(tmp_path / "run.yaml"), "-p", str(tmp_path / "pred.csv"), "--out", str(out), "--n-boot", "0"]
+    assert main([*args, "--images", f"A={folder}"]) == 0
+    mm = pd.read_parquet(out / "model_metrics.parquet").set_index(["dataset", "metric"])
+    # mistaken: images 0, 1, 2 (top-1 1, 3, 5 against 0, 2, 4); valid: 0 and 2; all at >= 0.5
+    assert mm.loc[("A", "penalized_valid_share"), "value"] == pytest.approx(2 / 3)
+    assert mm.loc[("A", "penalized_valid_share_conf50"), "n"] == 3
+    # ECE (15 bins, each image its own bin): original |0-.8|+|0-.9|+|0-.6|+|1-.7|; valid set |1-.8|+|0-.9|+|1-.6|+|1-.7|
+    assert mm.loc[("A", "ece_top1"), "value"] == pytest.approx((0.8 + 0.9 + 0.6 + 0.3) / 4)
+    assert mm.loc[("A", "ece_real"), "value"] == pytest.approx((0.2 + 0.9 + 0.4 + 0.3) / 4)
+    g = pd.read_parquet(out / "gallery.parquet")
+    a = g[g.dataset == "A"]
+    assert list(a[a.kind == "valid_label"].image_id) == [stems[0], stems[2]]
+    assert list(a[a.kind == "real_error"].image_id) == [stems[1]]
+    first = a.iloc[0]
+    assert (first.original_name, list(first.top), list(first.valid_names)) == ("tench", [1, 0], ["tench", "goldfish"])
+    assert list(first.top_prob) == pytest.approx([0.8, 0.1]) and first.confidence == pytest.approx(0.8)  # float32
+    t = pd.read_parquet(out / "thumbnails.parquet").set_index(["dataset", "image_id"])
+    assert t.loc[("A", stems[0]), "jpeg"][:2] == b"\xff\xd8" and t.loc[("A", stems[0]), "width"] == 128
+    assert t.loc[("B", stems[0]), "jpeg"] is None
+    assert t.loc[("B", stems[0]), "note"].startswith("images of B not readable: ") and "has no 'images:'" in str(
+        t.loc[("B", stems[0]), "note"]
+    )
+    text = capsys.readouterr().out
+    assert "Top-1 mistakes that are valid labels" in text and "66.7 % of 3" in text
+
+    assert main([*args, "--images", "A"]) == 2
+    assert main([*args, "--images", "C=/x"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-2].endswith("expected NAME=PATH (a dataset of the config and where its images are)")
+    assert "the config has no dataset 'C' (have: A, B)" in err[-1]

@@ -158,7 +158,7 @@ def test_subgroups_with_merging(labels):
     assert s.subgroups[("real_top1", "3+")].n == 2
     f = subgroup_frame(s)
     assert list(f.columns[:4]) == ["group", "metric", "value", "n"] and list(f.columns) == SUBGROUP_COLUMNS
-    assert len(f) == 3 * len(METRICS)
+    assert len(f) == 3 * (len(METRICS) + len(s.confidence_names))
 
 
 def test_default_groups_and_empty_merged_group(labels):

@@ -68,7 +68,7 @@ def reports(tmp_path_factory):
 
 def test_every_report_is_built(reports):
     assert {k.split("@")[0] for k in reports} == set(report_schemas())
-    assert pq.read_metadata(reports["model_metrics"][0]).num_rows == 2 * 15
+    assert pq.read_metadata(reports["model_metrics"][0]).num_rows == 2 * 19  # 15 accuracy + 4 confidence metrics
     assert pq.read_metadata(reports["dataset_comparison"][0]).num_rows > 0
     assert pq.read_metadata(reports["dataset_comparison@single"][0]).num_rows == 0
 

@@ -176,7 +176,8 @@ def test_functional_rejects_bad_input(call, match):
 
 def test_registry_is_the_one_list_of_metrics():
     assert METRICS == ("top1", "top5", "real_top1", "real_top5", "vtopk_all", "vtopk_frac", "vtopk_any")
-    assert set(SPECS) == set(METRICS) | {SHANKAR}
+    confidence = {"penalized_valid_share", "penalized_valid_share_conf", "ece_top1", "ece_real"}
+    assert set(SPECS) == set(METRICS) | {SHANKAR} | confidence
     for m in SPECS.values():
         assert callable(getattr(functional, m.definition)), m.name
     default = MetricParams.max_group
