@@ -173,8 +173,9 @@ def test_squashed_val_photos_with_lite0_penalized_valid_counts_equal_a_hand_coun
     assert mm.loc["ece_real", "value"] == pytest.approx(
         functional.expected_calibration_error(a.topk, conf, valid_sets=valid_sets), abs=1e-6
     )
+    ece = (mm.loc["ece_top1", "value"], mm.loc["ece_real", "value"])
     print(f"\n1,300 squashed val photos, lite0: {valid}/{mistaken} penalized valid, {confident_valid}/{confident} "
-          f"at >= 0.5; ECE top-1 {mm.loc['ece_top1', 'value']:.4f}, ReaL {mm.loc['ece_real', 'value']:.4f}")  # fmt: skip
+          f"at >= 0.5; ECE top-1 {ece[0]:.4f}, ReaL {ece[1]:.4f}")  # fmt: skip
 
     gallery = pd.read_parquet(out / "reports" / "gallery.parquet")
     shown = gallery[gallery.kind == "valid_label"]
@@ -186,6 +187,35 @@ def test_squashed_val_photos_with_lite0_penalized_valid_counts_equal_a_hand_coun
     assert set(thumbs.image_id) == set(gallery.image_id) and thumbs.note.isna().all()
     assert (thumbs.width == 128).all() and (thumbs.height == 128).all()  # 227 x 227 photos, longest side 128
     assert thumbs.jpeg.map(len).max() < 12_000
+
+    # the dashboard evaluate wrote shows them: every thumbnail loads in headless Chromium (screenshot kept)
+    from test_dashboard import ARTIFACTS, _browser
+
+    page = out / "reports" / "dashboard.html"
+    with_gallery = page.stat().st_size
+    assert thumbs.jpeg.map(len).sum() < 2_000_000 * 3 / 4  # what the page embeds (base64) stays under 2 MB
+    driver = _browser()
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        driver.get(page.resolve().as_uri())
+        WebDriverWait(driver, 60).until(lambda d: d.execute_script("return document.body.dataset.gallery"))
+        loaded = "return Array.from(document.querySelectorAll('#gallery img')).map(i => i.complete && i.naturalWidth)"
+        WebDriverWait(driver, 20).until(lambda d: all(d.execute_script(loaded)))
+        assert driver.execute_script(loaded) == [128] * len(gallery)  # 6 valid-label cards + 6 real errors
+        shown = driver.execute_script(
+            "return Array.from(document.querySelectorAll('#gallery-valid_label .mcard')).map(c => c.dataset.imageId)"
+        )
+        assert shown == list(shown_ids := list(gallery[gallery.kind == "valid_label"].image_id)) and len(shown_ids) == 6
+        ARTIFACTS.mkdir(exist_ok=True)
+        driver.set_window_size(1400, 1600)
+        assert driver.find_element(By.ID, "mistakes").screenshot(str(ARTIFACTS / "gallery-val-squashed-lite0.png"))
+    finally:
+        driver.quit()
+    print(
+        f"dashboard {with_gallery / 1e6:.2f} MB, {len(thumbs)} thumbnails of {thumbs.jpeg.map(len).sum() / 1e3:.0f} kB"
+    )
 
 
 @pytest.mark.ray

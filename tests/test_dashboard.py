@@ -801,7 +801,7 @@ def test_page_in_headless_chromium(scored_reports):
         # one screenshot per section (and the header), kept as test artifacts
         parts = driver.find_elements(By.CSS_SELECTOR, "header.top, main > section")
         names = ["header" if p.tag_name == "header" else p.get_attribute("id") for p in parts]
-        assert names == ["header", "labels", "models", "gap", "population", "published"]
+        assert names == ["header", "labels", "models", "gap", "mistakes", "population", "published"]
         for part, name in zip(parts, names):
             assert part.screenshot(str(ARTIFACTS / f"dashboard-{name}.png")), name
         if os.environ.get("MLRAY_UPDATE_SCREENSHOT") == "1":

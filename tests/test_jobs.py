@@ -327,6 +327,9 @@ def test_evaluate_job_to_a_uri_resumes_from_the_remote_store_and_score_job_reads
             "gap_decomposition",
             "class_metrics",
             "policy_metrics",
+            "reliability",
+            "gallery",
+            "thumbnails",
             "dataset_gaps",
             "fits",
             "rank_changes",
@@ -363,7 +366,7 @@ def test_evaluate_job_to_a_uri_resumes_from_the_remote_store_and_score_job_reads
     assert score_job.run_main(score_job.main, [str(config), "--predictions", f"file://{remote}/predictions",
                                                "--out", f"file://{rescored}", "--n-boot", "0"]) == 0  # fmt: skip
     out = capsys.readouterr().out
-    assert f"writing 6 reports to file://{rescored}" in out and MODEL in out
+    assert f"writing 9 reports to file://{rescored}" in out and MODEL in out
     assert "analysis: 4 reports (fits, rank_changes, model_analysis, group_summaries)" in out
     assert (rescored / "fits.parquet").is_file()  # the analysis went up with the scores
     mm2 = pd.read_parquet(rescored / "model_metrics.parquet")

@@ -27,6 +27,13 @@ report                    charts and tables it feeds
                           ranks of the rank-change chart, the per-model table
 ``rank_changes``          Kendall tau / Spearman rho under each rank-change panel; the rank-change table
 ``group_summaries``       group means by pretraining regime or family with bootstrap intervals; the group table
+``gallery``               the confident-mistakes cards of the chosen dataset and model: the images top-1 counts
+                          wrong whose prediction is a valid label, and the confident real errors (original label,
+                          valid labels, top-5 with probabilities); the two menus
+``thumbnails``            the cards' images, embedded once per (dataset, image) as JPEG data URIs; a dataset none of
+                          whose images could be read gets the report's note instead
+``reliability``           the reliability diagram of the chosen dataset and model (mean confidence vs accuracy per
+                          bin, original label and valid set, y = x line; ECE from ``model_metrics``)
 ========================  ==================================================================================
 
 A is the first dataset in report order (the order of ``dataset_stats``, i.e. the run config's, then first
@@ -46,6 +53,7 @@ exactly against the Parquet reports.
 ``charts``     one plotly figure per chart (:class:`Chart`), or the note that stands in for it
 ``tables``     the sortable HTML tables
 ``population`` the section across models: rank changes, group means, the analysis tables
+``gallery``    the confident-mistakes section: the image cards, their thumbnails, the reliability diagram
 ``page``       the header and sections, the HTML file (:func:`render_page`, :func:`build_dashboard`)
 ``assets/``    ``page.html`` (template), ``dashboard.css``, ``dashboard.js``; read with :mod:`importlib.resources`
 =============  =============================================================================================

@@ -116,6 +116,23 @@ REPORT_COLUMNS: dict[str, tuple[str, ...]] = {
         "ci_high",
         "n",
     ),
+    "reliability": ("model", "dataset", "truth", "bin", "bin_low", "bin_high", "n", "confidence", "accuracy"),
+    "gallery": (
+        "model",
+        "dataset",
+        "kind",
+        "rank",
+        "image_id",
+        "original",
+        "original_name",
+        "valid",
+        "valid_names",
+        "top",
+        "top_names",
+        "top_prob",
+        "confidence",
+    ),
+    "thumbnails": ("dataset", "image_id", "jpeg", "width", "height", "note"),
 }
 
 
@@ -213,6 +230,10 @@ def _dataset_order(r: Reports) -> list[str]:
     gd = r.get("gap_decomposition")
     if gd is not None:
         add(pd.unique(pd.concat([gd["dataset_a"], gd["dataset_b"]], ignore_index=True)))
+    for name in ("reliability", "gallery"):
+        frame = r.get(name)
+        if frame is not None:
+            add(frame["dataset"])
     return order
 
 

@@ -1,7 +1,7 @@
 """The dashboard page: the header (source, datasets, headline cards), the story section when the folder holds a
-``composition_effect`` report (the demo's), the five sections of charts and tables, and the self-contained HTML
-file built from the templates in ``mlray/dashboard/assets`` (plotly.js, the stylesheet, the script and the data
-all inlined, so it opens offline)."""
+``composition_effect`` report (the demo's), the six sections of charts, tables and the confident-mistakes gallery,
+and the self-contained HTML file built from the templates in ``mlray/dashboard/assets`` (plotly.js, the
+stylesheet, the script and the data all inlined, so it opens offline)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ from .charts import (
     chart_scatter,
     chart_subgroups,
 )
+from .gallery import SECTION_ID as MISTAKES_ID
+from .gallery import absent_note, mistakes
 from .load import Reports, load_reports, missing
 from .population import (
     NOTE,
@@ -191,6 +193,8 @@ def page_content(r: Reports) -> tuple[list[Chart], str, dict[str, Any]]:
         [*(_chart_html(c) for c in gaps), _wrap_table("Gap decomposition", table_gaps(r))],
     )  # fmt: skip
 
+    mistakes_section, mistakes_charts, gallery_data = _mistakes_section(r)
+
     ranks = chart_rank_changes(r)
     group_charts = [chart_groups(r, i, c, a_ref, b) for i, (c, a_ref, b) in enumerate(headline_pairs(r))]
     if not group_charts:
@@ -228,7 +232,8 @@ def page_content(r: Reports) -> tuple[list[Chart], str, dict[str, Any]]:
             [_chart_html(story), _wrap_table("How much of the drop is the mix", table_composition(r))],
         )  # fmt: skip
 
-    charts = [*([story] if story is not None else []), hist, share, *scatters, sub, *gaps, ranks, *group_charts, pub]
+    charts = [*([story] if story is not None else []), hist, share, *scatters, sub, *gaps, *mistakes_charts, ranks,
+              *group_charts, pub]  # fmt: skip
     chips = "".join(f'<span class="chip" style="--accent:{colors[d]}">{esc(d)}</span>' for d in r.datasets)
     found = ", ".join(f"<code>{esc(p.name)}</code>" for p in r.files.values())
     built = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -249,10 +254,12 @@ multi-label images, and published results for context.</p>
 {_cards(r, colors)}
 <nav>{'<a href="#story">The label-count mix alone</a>' if story_section else ""}<a href="#labels">Label statistics</a>
 <a href="#models">Models across datasets</a>
-<a href="#gap">Where the gap comes from</a><a href="#population">Across models</a>
+<a href="#gap">Where the gap comes from</a><a href="#{MISTAKES_ID}">Confident mistakes</a>
+<a href="#population">Across models</a>
 <a href="#published">Published results</a></nav>
 </header>"""
-    sections = [header, story_section, labels_section, models_section, gap_section, population_section, pub_section]
+    sections = [header, story_section, labels_section, models_section, gap_section, mistakes_section,
+                population_section, pub_section]  # fmt: skip
     body = "\n".join(p for p in sections if p)
     data = {
         "meta": {
@@ -266,7 +273,29 @@ multi-label images, and published results for context.</p>
         "charts": {c.id: {"title": c.title, "figure": c.figure} for c in charts if c.figure is not None},
         "omitted": {c.id: c.note for c in charts if c.figure is None},
     }
+    if gallery_data is not None:
+        data["gallery"] = gallery_data
     return charts, body, data
+
+
+def _mistakes_section(r: Reports) -> tuple[str, list[Chart], dict[str, Any] | None]:
+    """The "Confident mistakes" section (:mod:`.gallery`): the dataset and model menus, the gallery of both kinds
+    beside the reliability diagram; its chart (none when the section is a note) and the ``gallery`` entry of the
+    page's JSON (None then). A folder without ``gallery`` and ``reliability`` gets the section's heading over one
+    note line instead."""
+    intro = (
+        "Images a single-label benchmark counts wrong although the model's top-1 is one of their valid labels, "
+        "next to its confident real errors, most confident first (<code>gallery</code>, thumbnails from "
+        "<code>thumbnails</code>), and how well the model's top-1 probability matches its accuracy under the "
+        "original label and under the valid set (<code>reliability</code>, ECE from <code>model_metrics</code>). "
+        "Choose the dataset and the model; the cards and the diagram follow."
+    )
+    parts = mistakes(r)
+    if parts is None:
+        note = f'<p class="note">Not shown: {esc(absent_note(r) or "")}.</p>'
+        return _section(MISTAKES_ID, "Confident mistakes", intro, [note]), [], None
+    body = f'<div class="mistakes-grid">{parts.gallery}{_chart_html(parts.chart)}</div>'
+    return _section(MISTAKES_ID, "Confident mistakes", intro, [parts.controls, body]), [parts.chart], parts.data
 
 
 def _wrap_table(title: str, table: str | None) -> str:

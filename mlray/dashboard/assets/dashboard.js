@@ -1,4 +1,4 @@
-/* mlray dashboard: draw the embedded plotly figures, make the tables sortable and filterable.
+/* mlray dashboard: draw the embedded plotly figures, make the tables sortable and filterable, build the gallery.
    No network, no dependencies besides the plotly.js inlined in the page. */
 (function () {
   "use strict";
@@ -96,9 +96,111 @@
     });
   }
 
+  /* Confident mistakes: the cards of the dataset and model chosen in the two menus, built from data.gallery
+     (each thumbnail is in the JSON once, as a data: URI, whichever models show it), and that pair's traces of the
+     reliability chart (each carries [dataset, model] in its meta; the y = x line carries "base"). */
+  function el(tag, cls, text) {
+    var node = document.createElement(tag);
+    if (cls) node.className = cls;
+    if (text !== undefined && text !== null) node.textContent = text;
+    return node;
+  }
+
+  function escapeText(text) {
+    return String(text).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;")
+      .replace(/"/g, "&quot;").replace(/'/g, "&#x27;");
+  }
+
+  function mistakeCard(card, thumb, withImage) {
+    var fig = el("figure", "mcard");
+    fig.dataset.imageId = card.image_id;
+    if (withImage) {
+      var box = el("div", "thumb");
+      if (thumb && thumb.src) {
+        var img = document.createElement("img");
+        img.src = thumb.src;
+        img.alt = card.image_id;
+        if (thumb.width && thumb.height) { img.width = thumb.width; img.height = thumb.height; }
+        box.appendChild(img);
+      } else {
+        box.classList.add("none");
+        box.textContent = thumb && thumb.note ? thumb.note : "no thumbnail";
+      }
+      fig.appendChild(box);
+    }
+    var cap = el("figcaption");
+    cap.appendChild(el("div", "mid", "#" + card.rank + " · " + card.image_id));
+    var orig = el("div", "lab", "original: ");
+    orig.appendChild(el("b", null, card.original_name));
+    cap.appendChild(orig);
+    var valid = el("div", "lab", "valid: ");
+    valid.appendChild(el("b", null, card.valid_names.length ? card.valid_names.join(", ") : "none"));
+    cap.appendChild(valid);
+    var list = el("ol", "top");
+    card.top_names.forEach(function (name, i) {
+      var p = card.top_prob[i];
+      var cls = card.valid.indexOf(card.top[i]) !== -1 ? "valid" : "";
+      if (i === 0) cls += card.top1_valid ? " first ok" : " first bad";
+      var item = el("li", cls.trim());
+      item.appendChild(el("span", "name", name));
+      item.appendChild(el("span", "p", p === null || p === undefined ? "n/a" : p.toFixed(1) + " %"));
+      var bar = el("span", "bar");
+      bar.style.width = "calc((100% - 8px) * " + (p ? Math.min(100, Math.max(0, p)) / 100 : 0) + ")";
+      item.appendChild(bar);
+      list.appendChild(item);
+    });
+    cap.appendChild(list);
+    fig.appendChild(cap);
+    return fig;
+  }
+
+  function showReliability(g, dataset, model) {
+    var chart = document.getElementById("reliability");
+    if (!chart || !chart.data) return;
+    var mine = function (t) { return Array.isArray(t.meta) && t.meta[0] === dataset && t.meta[1] === model; };
+    var visible = chart.data.map(function (t) { return !Array.isArray(t.meta) || mine(t); });
+    var title = "Reliability of " + escapeText(model) + " on " + escapeText(dataset);
+    var drawn = chart.data.some(function (t) { return mine(t) && t.x && t.x.length > 0; });
+    var notes = drawn ? [] : [g.no_bins];
+    return Plotly.update(chart, { visible: visible }, { "title.text": title, annotations: notes });
+  }
+
+  function setupGallery(chartsDrawn) {
+    var g = data.gallery;
+    var dsel = document.getElementById("gallery-dataset"), msel = document.getElementById("gallery-model");
+    if (!g || !dsel || !msel) return;
+    function render() {
+      var d = dsel.value, m = msel.value;
+      var note = g.notes[d];
+      var line = document.getElementById("gallery-note");
+      if (line) {
+        line.hidden = !note;
+        line.textContent = note ? "Images not shown: " + note + "." : "";
+      }
+      var pair = (g.cards[d] || {})[m] || {};
+      var thumbs = g.thumbs[d] || {};
+      g.kinds.forEach(function (kind) {
+        var grid = document.getElementById("gallery-" + kind);
+        if (!grid) return;
+        var cards = pair[kind] || [];
+        grid.textContent = "";
+        cards.forEach(function (c) { grid.appendChild(mistakeCard(c, thumbs[c.image_id], !note)); });
+        if (!cards.length) grid.appendChild(el("p", "empty", "No image of this kind for " + m + " on " + d + "."));
+        var count = document.getElementById("gallery-" + kind + "-count");
+        if (count) count.textContent = cards.length + (cards.length === 1 ? " image" : " images");
+      });
+      return chartsDrawn.then(function () { return showReliability(g, d, m); }).then(function () {
+        document.body.dataset.gallery = JSON.stringify([d, m]);
+      });
+    }
+    dsel.addEventListener("change", render);
+    msel.addEventListener("change", render);
+    render();
+  }
+
   document.querySelectorAll("table.sortable").forEach(makeSortable);
   markWideTables();
   window.addEventListener("resize", markWideTables);
   document.querySelectorAll("input.table-filter").forEach(makeFilter);
-  drawCharts();
+  setupGallery(drawCharts());
 })();
