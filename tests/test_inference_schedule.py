@@ -117,23 +117,6 @@ def test_a_free_slot_starts_a_decoded_model_before_a_longer_one_still_waiting_fo
     assert (5, "x") not in sched._decoded
 
 
-def test_a_chunk_split_in_two_is_finished_in_two_and_frees_its_shards():
-    works = [work("a", [1.0, 2.0, 3.0, 4.0])]
-    sched = Scheduler(works, sizes(works), 1, chunks_per_slot=1)
-    chunk = sched.next_chunk(0)
-    assert chunk.shards == ("d/s0", "d/s1")  # guided: at most half the 10 s left
-    head, tail = sched.split(chunk, 1)
-    assert (head.shards, head.seconds, tail.shards, tail.seconds) == (("d/s0",), 1.0, ("d/s1",), 2.0)
-    with pytest.raises(ValueError, match="cannot split a chunk of 1 shards after 1"):
-        sched.split(tail, 1)
-    assert sched.finish(0, head) == [(0, "d/s0")]
-    sched.lost(0, tail)  # the rest goes back to the front of the model
-    freed = []
-    while not sched.done:
-        freed += sched.finish(0, sched.next_chunk(0))
-    assert freed == [(0, "d/s1"), (0, "d/s2"), (0, "d/s3")]
-
-
 def test_a_lost_slot_gives_its_chunk_back_to_the_front_of_its_model():
     w = work("a", [1.0] * 4)
     sched = Scheduler([w], sizes([w]), 2, chunks_per_slot=2)

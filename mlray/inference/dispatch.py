@@ -5,8 +5,7 @@ Decoding is Ray Data: each wave of groups the schedule opens is one Dataset, ``f
 plan order) ``.map_batches(decoder, batch_size=1)`` (CPU tasks, one block per shard), streamed by a feeder thread
 with ``iter_internal_ref_bundles()``: the blocks stay in Ray's object store (which spills to disk) and only their
 ObjectRefs reach the driver, which hands them to the slots. A chunk goes to its slot once its shards are decoded;
-a slot with nothing running gets the decoded front of its next chunk at once (the chunk is split), the rest as it
-is decoded. A shard's blocks are dropped as soon as every model of its group has finished it.
+a shard's blocks are dropped as soon as every model of its group has finished it.
 
 The policy is :class:`~mlray.inference.schedule.Scheduler`'s; what runs where is a :class:`Backend`'s: the real
 one builds timm models (:mod:`mlray.inference.driver`), ``bench/bench_schedule.py``'s sleeps. Each slot has a few
@@ -241,15 +240,9 @@ def dispatch(
         while chunks:
             chunk = chunks[0]
             group = scheduler.works[chunk.work].group
-            ready = next((i for i, key in enumerate(chunk.shards) if (group, key) not in cache), len(chunk.shards))
-            if ready < len(chunk.shards):  # chunks go to a slot in the order it was given them
-                if not ready or any(s == slot_id for s, _, _ in in_flight.values()):
-                    return
-                head, chunks[0] = scheduler.split(chunk, ready)  # an idle slot starts on the decoded front
-                queued[slot_id] += 1
-                chunk = head
-            else:
-                chunks.pop(0)
+            if any((group, key) not in cache for key in chunk.shards):
+                return  # chunks go to a slot in the order it was given them
+            chunks.pop(0)
             ref = handles[slot_id].run.remote(backend.payload(chunk.work), group, _windows(scheduler, chunk, cache))
             in_flight[ref] = (slot_id, chunk, next(seq))
 

@@ -205,19 +205,6 @@ class Scheduler:
         self._refill()
         return chunk
 
-    def split(self, chunk: Chunk, n: int) -> tuple[Chunk, Chunk]:
-        """``chunk`` (handed out, not finished) as two chunks: its first ``n`` shards and the rest (0 < n <
-        len(chunk.shards)), each finished (or lost) on its own. The dispatch loop sends a slot that would
-        otherwise sit idle the decoded front of a chunk while the rest is still being decoded."""
-        if not 0 < n < len(chunk.shards):
-            raise ValueError(f"cannot split a chunk of {len(chunk.shards)} shards after {n}")
-        work = self.works[chunk.work]
-        positions = {key: i for i, key in enumerate(work.shards)}
-        head = math.fsum(work.seconds[positions[key]] for key in chunk.shards[:n])
-        self._state[chunk.work].in_flight += 1
-        return (Chunk(chunk.work, chunk.shards[:n], head),
-                Chunk(chunk.work, chunk.shards[n:], max(0.0, chunk.seconds - head)))  # fmt: skip
-
     def decoded(self, group: int, key: str) -> None:
         """Shard ``key``'s images of ``group`` are in the cache. From the first call on, :meth:`next_chunk`
         starts the longest ready model whose first shard is decoded before a longer one still waiting for its
