@@ -101,22 +101,6 @@ def test_a_slot_opens_the_next_group_beyond_the_budget_rather_than_wait():
     assert sched.works[other.work].name == "b" and sched.opened() == [(1,)]
 
 
-def test_a_free_slot_starts_a_decoded_model_before_a_longer_one_still_waiting_for_its_decode():
-    # group 0: a (9 s), group 1: b (8 s) and c (2 s); both groups open at once (no budget)
-    works = [work("a", [9.0]), work("b", [8.0], group=1, prefix="e/"), work("c", [2.0], group=1, prefix="e/")]
-    plain = Scheduler(works, sizes(works), 1)
-    assert [works[plain.next_chunk(0).work].name for _ in range(3)] == ["a", "b", "c"]  # longest first
-    sched = Scheduler(works, sizes(works), 1)
-    sched.decoded(1, "e/0")  # group 1's shard arrived first; a's is still being decoded
-    assert works[sched.next_chunk(0).work].name == "b"
-    assert works[sched.next_chunk(0).work].name == "c"
-    assert works[sched.next_chunk(0).work].name == "a"  # nothing decoded is left: the longest waits no more
-    assert sched.next_chunk(0) is None
-    # a shard no work needs any more is not remembered (nor one of a group no work has)
-    sched.decoded(5, "x")
-    assert (5, "x") not in sched._decoded
-
-
 def test_a_lost_slot_gives_its_chunk_back_to_the_front_of_its_model():
     w = work("a", [1.0] * 4)
     sched = Scheduler([w], sizes([w]), 2, chunks_per_slot=2)

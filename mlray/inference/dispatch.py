@@ -228,7 +228,6 @@ def dispatch(
                     decoding.discard((g, key))
                     if scheduler.needs(g, key):
                         cache[(g, key)] = refs
-                        scheduler.decoded(g, key)
                 stats.reads[key] = stats.reads.get(key, 0) + 1
                 stats.decodes[key] = stats.decodes.get(key, 0) + len(groups)
                 item = arrivals.get_nowait()

@@ -9,9 +9,7 @@ every model of the group; a shard leaves the cache as soon as every model of its
 The policy (:class:`Scheduler`), asked for the next piece of work for a free slot:
 
 1. the slot keeps its current model while that model has shards left (no reload);
-2. else it starts the longest not-yet-started model among the *open* groups (longest processing time first),
-   preferring one whose first shard is already decoded (:meth:`Scheduler.decoded`) so a slot does not sit
-   waiting for a wave that has just started while decoded work is ready;
+2. else it starts the longest not-yet-started model among the *open* groups (longest processing time first);
 3. else it *helps*: it takes shards of the started model with the most work left per slot running it, when that
    saves more than loading the model costs (so one huge model never holds the run up);
 4. else it waits (the work that is left is running).
@@ -149,7 +147,6 @@ class Scheduler:
         self._ready: list[tuple[float, int]] = []  # heap of (-total, work) of the open groups, not started yet
         self._ready_seconds = 0.0  # their expected seconds
         self._current: dict[Hashable, int] = {}
-        self._decoded: set[tuple[int, str]] = set()  # (group, shard key) in the cache, as the caller reported
         self.set_slots(slots)
 
     # ---------------------------------------------------------------------------------------------- questions
@@ -205,13 +202,6 @@ class Scheduler:
         self._refill()
         return chunk
 
-    def decoded(self, group: int, key: str) -> None:
-        """Shard ``key``'s images of ``group`` are in the cache. From the first call on, :meth:`next_chunk`
-        starts the longest ready model whose first shard is decoded before a longer one still waiting for its
-        decode (the longest of all when none is); a caller that never calls it gets plain longest-first."""
-        if self._consumers.get((group, key), 0) > 0:
-            self._decoded.add((group, key))
-
     def finish(self, slot: Hashable, chunk: Chunk) -> list[tuple[int, str]]:
         """``chunk`` came back from ``slot``; returns the (group, shard key) pairs no work needs any more (their
         cached images can go)."""
@@ -224,7 +214,6 @@ class Scheduler:
             if not self._consumers[(group, key)]:
                 freed.append((group, key))
                 self._open_bytes -= self.shard_bytes[(group, key)]
-                self._decoded.discard((group, key))
         if not state.left and not state.in_flight:
             self._unfinished[group] -= 1
             if not self._unfinished[group]:
@@ -285,23 +274,10 @@ class Scheduler:
         return g
 
     def _pick_new(self) -> int | None:
-        """The longest not-yet-started work of the open groups, among those whose first shard is decoded when
-        the caller reports decodes and one is."""
+        """The longest not-yet-started work of the open groups."""
         if not self._ready:
             return None
-        pick = heapq.heappop(self._ready)
-        if self._decoded and not self._is_decoded(pick[1]):
-            skipped = [pick]
-            while self._ready and not self._is_decoded(self._ready[0][1]):
-                skipped.append(heapq.heappop(self._ready))
-            if self._ready:  # a decoded one: it goes, the longer ones wait for their decode
-                pick = heapq.heappop(self._ready)
-                for item in skipped:
-                    heapq.heappush(self._ready, item)
-            else:  # none is decoded: the longest
-                for item in skipped[1:]:
-                    heapq.heappush(self._ready, item)
-        i = pick[1]
+        i = heapq.heappop(self._ready)[1]
         self._ready_seconds -= self.works[i].total
         return i
 
@@ -322,11 +298,6 @@ class Scheduler:
             if saving > self.load_seconds and per_slot > best_time:
                 best, best_time = i, per_slot
         return best
-
-    def _is_decoded(self, w: int) -> bool:
-        """Whether work ``w``'s next shard is reported decoded."""
-        left = self._state[w].left
-        return not left or (self.works[w].group, self.works[w].shards[left[0]]) in self._decoded
 
     def _move(self, slot: Hashable, w: int) -> None:
         """``slot`` now runs work ``w``."""
