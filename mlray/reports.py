@@ -263,7 +263,7 @@ def _score_batch(prepared, units: list[PredictionUnit], params, gallery: tuple[f
     if shown and per_kind:
         from .gallery import gallery_rows
 
-        sets = _valid_sets(labels)
+        sets = labels.valid_sets()
         out["gallery"] = pd.concat(
             [
                 gallery_rows(u.model, u.dataset, t, p, labels.original, sets, labels.image_ids, per_kind)
@@ -312,12 +312,6 @@ MODEL_REPORTS = ("model_metrics", "subgroup_metrics", "class_metrics", "reliabil
 def _top1(prob: np.ndarray) -> np.ndarray | None:
     """The probability of each image's top-1 rank (NaN = unknown), None when no rank is stored at all."""
     return prob[:, 0].astype(np.float64) if prob.ndim == 2 and prob.shape[1] else None
-
-
-def _valid_sets(labels) -> list[list[int] | None]:
-    """Each image's valid set as a list (None = not annotated)."""
-    o, v, a = labels.offsets, labels.values, labels.annotated
-    return [v[o[i] : o[i + 1]].tolist() if a[i] else None for i in range(len(o) - 1)]
 
 
 def model_frames(dataset: str, model: str, score) -> dict[str, pd.DataFrame]:

@@ -26,47 +26,10 @@ from conftest import shared
 from test_dashboard import ARTIFACTS, HIST, STATS, _browser, embedded, write
 
 from mlray.dashboard import build_dashboard
+from mlray.gallery import GALLERY_SCHEMA, THUMBNAIL_SCHEMA
+from mlray.scoring.frames import SCORE_SCHEMAS
 
-GALLERY_SCHEMA = pa.schema(
-    [
-        ("model", pa.string()),
-        ("dataset", pa.string()),
-        ("kind", pa.string()),
-        ("rank", pa.int64()),
-        ("image_id", pa.string()),
-        ("original", pa.int16()),
-        ("original_name", pa.string()),
-        ("valid", pa.list_(pa.int16())),
-        ("valid_names", pa.list_(pa.string())),
-        ("top", pa.list_(pa.int16())),
-        ("top_names", pa.list_(pa.string())),
-        ("top_prob", pa.list_(pa.float64())),
-        ("confidence", pa.float64()),
-    ]
-)
-THUMBNAIL_SCHEMA = pa.schema(
-    [
-        ("dataset", pa.string()),
-        ("image_id", pa.string()),
-        ("jpeg", pa.binary()),
-        ("width", pa.int64()),
-        ("height", pa.int64()),
-        ("note", pa.string()),
-    ]
-)
-RELIABILITY_SCHEMA = pa.schema(
-    [
-        ("model", pa.string()),
-        ("dataset", pa.string()),
-        ("truth", pa.string()),
-        ("bin", pa.int64()),
-        ("bin_low", pa.float64()),
-        ("bin_high", pa.float64()),
-        ("n", pa.int64()),
-        ("confidence", pa.float64()),
-        ("accuracy", pa.float64()),
-    ]
-)
+RELIABILITY_SCHEMA = SCORE_SCHEMAS["reliability"]  # the producers' schemas: what mlray score writes
 NAMES = {0: "tench", 1: "goldfish", 2: "great white shark", 3: "tiger shark", 4: "hammerhead", 5: "electric ray",
          6: "stingray", 7: "cock", 8: "hen", 9: "ostrich", 740: "power drill", 813: "spatula"}  # fmt: skip
 UNREADABLE = "images of beta not readable: /data/beta does not exist"

@@ -69,6 +69,11 @@ class LabelArrays:
         """For each entry of ``values``, the image row it belongs to."""
         return np.repeat(np.arange(self.n), self.counts)
 
+    def valid_sets(self) -> list[list[int] | None]:
+        """Each image's valid set as a list of class indices (None = not annotated)."""
+        o, v, a = self.offsets, self.values, self.annotated
+        return [v[o[i] : o[i + 1]].tolist() if a[i] else None for i in range(self.n)]
+
 
 def _list_column(values: Sequence[list[int] | None]) -> pa.Array:
     return pa.array(values, type=LABEL_LIST)

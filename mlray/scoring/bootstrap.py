@@ -73,13 +73,10 @@ def bootstrap_scores(
     shank_sums = [np.empty((B, 2 * ctx.num_classes), np.float32) for _ in shankar]
     for b0, C in ctx.resample_chunks(B, params.seed):
         b1 = b0 + C.shape[0]
-        Cd = C.astype(dtype, copy=False)
-        for j in range(n_slices):
-            a, e = ctx.k_bounds[j], ctx.k_bounds[j + 1]
-            sums[b0:b1, j] = Cd[:, a:e] @ Xp[:, a:e].T if e > a else 0
+        ctx.slice_sums(C.astype(dtype, copy=False), Xp.T, sums[b0:b1])
         for mat, out in zip(shank_mats, shank_sums):
             out[b0:b1] = (mat.T @ C.T).T
-    groups = _group_sums(sums, ctx.max_group, len(scores))
+    groups = _group_sums(ctx, sums, len(scores))
     for i, s in enumerate(scores):
         s.boot = np.ascontiguousarray(groups[:, :, i * N_ROWS : (i + 1) * N_ROWS], dtype=np.float32)
         _fill_boot_results(s)
@@ -95,17 +92,14 @@ def bootstrap_scores(
     bootstrap_confidence(scores, ctx, params)
 
 
-def _group_sums(sums: np.ndarray, max_group: int, n_models: int) -> np.ndarray:
+def _group_sums(ctx: DatasetContext, sums: np.ndarray, n_models: int) -> np.ndarray:
     """Per-k-slice sums (B, slices, 9M) -> per-group sums (B, max_group + 1, 9M) in float64, the fractional rows
     divided by their slice's k_i (slice K_SLICES holds values already)."""
     S = sums.astype(np.float64)
     frac = [i * N_ROWS + j for i in range(n_models) for j in _FRAC_ROWS]
     for k in range(2, min(S.shape[1], K_SLICES)):
         S[:, k, frac] /= k
-    out = np.zeros((S.shape[0], max_group + 1, S.shape[2]), np.float64)
-    for k in range(S.shape[1]):  # ascending k: the same order of additions whatever the batching
-        out[:, min(k, max_group)] += S[:, k]
-    return out
+    return ctx.group_sums(S)
 
 
 def _shankar_matrix(ctx: DatasetContext, s: ModelScore) -> Any:

@@ -127,8 +127,7 @@ def fill_confidence(score: ModelScore, F: np.ndarray, lacking: np.ndarray) -> No
     ``score.subgroups`` (unavailable where an image taken over lacks its probability)."""
     p, G = score.params, score.n_groups
     nb = G + 1
-    S = np.zeros((nb, F.shape[1]), dtype=np.float64)
-    np.add.at(S, score.group, F.astype(np.float64))
+    S = np.stack([np.bincount(score.group, weights=col, minlength=nb) for col in F.T.astype(np.float64)], axis=1)
     bad = np.stack([np.bincount(score.group, weights=row, minlength=nb) for row in lacking]).round().astype(np.int64)
     score.confidence_F, score.confidence_sums = F, S
     score.confidence_names = names(p)
@@ -167,18 +166,10 @@ def bootstrap_confidence(scores: Sequence[ModelScore], ctx: DatasetContext, para
         return
     width = scores[0].confidence_F.shape[1]  # type: ignore[union-attr]
     Fp = np.concatenate([s.confidence_F[ctx.order] for s in scores], axis=1)  # type: ignore[index]
-    n_slices = len(ctx.k_bounds) - 1
-    sums = np.zeros((B, n_slices, Fp.shape[1]), np.float32)
+    sums = np.zeros((B, len(ctx.k_bounds) - 1, Fp.shape[1]), np.float32)
     for b0, C in ctx.resample_chunks(B, params.seed):
-        b1 = b0 + C.shape[0]
-        for j in range(n_slices):
-            a, e = ctx.k_bounds[j], ctx.k_bounds[j + 1]
-            if e > a:
-                sums[b0:b1, j] = C[:, a:e] @ Fp[a:e]
-    G = ctx.max_group
-    groups = np.zeros((B, G + 1, Fp.shape[1]), np.float64)
-    for k in range(n_slices):  # slice k (k_i = k; the last: k_i >= K_SLICES) -> group min(k, G); 0 = unlabelled
-        groups[:, min(k, G)] += sums[:, k]
+        ctx.slice_sums(C, Fp, sums[b0 : b0 + C.shape[0]])
+    groups = ctx.group_sums(sums)
     for i, s in enumerate(scores):
         S = groups[:, :, i * width : (i + 1) * width]
         total, per_group = values(S.sum(axis=1), params), values(S[:, 1:], params)

@@ -114,6 +114,23 @@ class DatasetContext:
             self._resamples = {key: full}  # one (n_boot, seed) per dataset kept
             yield 0, full
 
+    def slice_sums(self, C: np.ndarray, X: np.ndarray, out: np.ndarray) -> None:
+        """``out[:, j] = C[:, slice j] @ X[slice j]`` for every slice j of images with the same min(k_i,
+        K_SLICES) (``k_bounds``): the resampled column sums of ``X`` (n, q, rows in ``order``) per slice, for the
+        resample counts ``C`` (b, n) of :meth:`resample_chunks`; ``out`` is (b, slices, q)."""
+        for j in range(len(self.k_bounds) - 1):
+            a, e = self.k_bounds[j], self.k_bounds[j + 1]
+            out[:, j] = C[:, a:e] @ X[a:e] if e > a else 0
+
+    def group_sums(self, sums: np.ndarray) -> np.ndarray:
+        """Per-slice sums (B, slices, q) -> per-group sums (B, max_group + 1, q) in float64: slice k adds to group
+        min(k, max_group) (slice 0, the unlabelled images, is group 0), in ascending k (the same order of additions
+        whatever the batching)."""
+        out = np.zeros((sums.shape[0], self.max_group + 1, sums.shape[2]), np.float64)
+        for k in range(sums.shape[1]):
+            out[:, min(k, self.max_group)] += sums[:, k]
+        return out
+
     def _resample_chunk(self, index: int, size: int, seed: int) -> np.ndarray:
         rng = np.random.default_rng([int(seed), int(self.key[:15], 16), index])
         n = self.n
