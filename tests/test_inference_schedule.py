@@ -55,6 +55,25 @@ def test_a_huge_model_is_helped_at_the_end_unless_loading_it_costs_more():
     assert {c.slot for c in single.chunks if c.work == "huge"} == {0} and single.makespan == 100.0
 
 
+def test_a_slots_first_chunks_ramp_up_from_one_shard_then_shrink_towards_the_end():
+    # one slot, the whole run as one quantum: 1, 2, 4 shards (doubling), then at most half the work left
+    w = [work("a", [1.0] * 16)]
+    assert [c.shards for c in simulate(w, sizes(w), 1, chunks_per_slot=1).chunks] == [1, 2, 4, 4, 2, 1, 1, 1]
+    # each slot ramps up on its own, towards the quantum (80 s / 2 slots / 2 chunks per slot = 20 shards)
+    two = [work("a", [1.0] * 40), work("b", [1.0] * 40, group=1)]
+    sim = simulate(two, sizes(two), 2, chunks_per_slot=2)
+    assert [(c.slot, c.shards) for c in sim.chunks][:8] == [
+        (0, 1),
+        (1, 1),
+        (0, 2),
+        (1, 2),
+        (0, 4),
+        (1, 4),
+        (0, 8),
+        (1, 8),
+    ]
+
+
 def test_a_slot_keeps_its_model_while_it_has_shards_and_loads_are_counted():
     works = [work("a", [1.0] * 10), work("b", [1.0] * 10)]
     sim = simulate(works, sizes(works), 2, load_seconds=2.0)
@@ -64,27 +83,45 @@ def test_a_slot_keeps_its_model_while_it_has_shards_and_loads_are_counted():
     assert sim.makespan == 12.0 and sum(c.loaded for c in sim.chunks) == 2
 
 
-def test_groups_open_longest_first_within_the_cache_budget_and_shards_are_freed_when_done():
+def test_groups_open_within_the_cache_budget_beside_the_one_draining_and_shards_are_freed_when_done():
     a = work("a", [1.0, 1.0], group=0)
     b = work("b", [5.0, 5.0], group=1)
     c = work("c", [1.0, 1.0], group=1)
-    sched = Scheduler([a, b, c], sizes([a, b, c], nbytes=10.0), 1, cache_bytes=25.0)
-    # group 1 holds the longest model and opens first; group 0 (20 bytes) would go over 25: it waits
-    assert sched.opened() == [(1,)] and sched.open_groups == {1}
-    first = sched.next_chunk("s")
-    assert (sched.works[first.work].name, first.shards) == ("b", ("d/s0",))
-    assert sched.finish("s", first) == []  # c still needs shard 0 of group 1
-    rest = []
+    d = work("d", [1.5, 1.5], group=2)
+    sched = Scheduler([a, b, c, d], sizes([a, b, c, d], nbytes=10.0), 1, cache_bytes=25.0)
+    # order: group 1 (longest model), group 0 (shortest), group 2. Group 1 is the one the slot works through
+    # (draining: the budget leaves it out), so group 0 (20 bytes) fits beside it; group 2 would make 40: it waits
+    assert sched.opened() == [(1, 0)] and sched.open_groups == {0, 1}
+    steps = []
     while (chunk := sched.next_chunk("s")) is not None:
-        rest.append((sched.works[chunk.work].name, chunk.shards, sched.finish("s", chunk)))
-        if sched.opened():
-            rest.append(("opened",))
-    assert rest[0] == ("b", ("d/s1",), [])
-    assert rest[1] == ("c", ("d/s0",), [(1, "d/s0")])  # the last model of group 1 freed shard 0
-    assert ("opened",) in rest and sched.done and sched.open_groups == frozenset()
-    # waves: groups that open together share one read and decode (at most 4 per wave)
-    many = [work(f"m{g}", [1.0], group=g) for g in range(6)]
-    assert Scheduler(many, sizes(many), 8).opened() == [(0, 1, 2, 3), (4, 5)]
+        steps.append((sched.works[chunk.work].name, chunk.shards[0], sched.finish("s", chunk), sched.opened()))
+    assert steps == [
+        ("b", "d/s0", [], []),
+        ("b", "d/s1", [], []),
+        ("c", "d/s0", [(1, "d/s0")], []),  # the last model of group 1 frees its shards one by one
+        ("c", "d/s1", [(1, "d/s1")], [(2,)]),  # group 1 is done: group 0 drains now, group 2 fits beside it
+        ("a", "d/s0", [(0, "d/s0")], []),
+        ("a", "d/s1", [(0, "d/s1")], []),
+        ("d", "d/s0", [(2, "d/s0")], []),
+        ("d", "d/s1", [(2, "d/s1")], []),
+    ]
+    assert sched.done and sched.open_groups == frozenset()
+    # waves: groups that open together share one read and decode (at most 4 per wave), taken alternately from the
+    # longest and the shortest end (a group of small models gets its decode done beside a group of large ones)
+    many = [work(f"m{g}", [6.0 - g], group=g) for g in range(6)]
+    assert Scheduler(many, sizes(many), 8).opened() == [(0, 5, 1, 4), (2, 3)]
+
+
+def test_a_free_slot_finishes_the_oldest_open_group_before_starting_another():
+    # groups 0 (models of 10 and 1 s) and 1 (5 s) are both open: group 0's short model goes before group 1's longer
+    # one, so group 0's cached images go first (longest first within a group)
+    works = [work("long", [10.0], group=0), work("short", [1.0], group=0), work("mid", [5.0], group=1)]
+    sched = Scheduler(works, sizes(works), 1)
+    assert sched.opened() == [(0, 1)]
+    order = []
+    while (chunk := sched.next_chunk("s")) is not None:
+        order.append((sched.works[chunk.work].name, sched.finish("s", chunk)))
+    assert order == [("long", []), ("short", [(0, "d/s0")]), ("mid", [(1, "d/s0")])]
 
 
 def test_a_slot_opens_the_next_group_beyond_the_budget_rather_than_wait():

@@ -9,17 +9,27 @@ every model of the group; a shard leaves the cache as soon as every model of its
 The policy (:class:`Scheduler`), asked for the next piece of work for a free slot:
 
 1. the slot keeps its current model while that model has shards left (no reload);
-2. else it starts the longest not-yet-started model among the *open* groups (longest processing time first);
+2. else it starts the longest not-yet-started model of the *oldest open* group that has one (longest processing
+   time first within a group; the groups are worked through one after another, so each one's cached images go
+   as soon as possible and the groups after it open early);
 3. else it *helps*: it takes shards of the started model with the most work left per slot running it, when that
    saves more than loading the model costs (so one huge model never holds the run up);
 4. else it waits (the work that is left is running).
 
-Groups open in the order of their longest model (longest first), as many as the cache budget allows, and early
-enough that their decode runs ahead of the models (a group opens while the open groups hold fewer than
-:data:`AHEAD_WORKS` not-yet-started models or :data:`AHEAD_SECONDS` of expected work per slot). Work goes out
-in *chunks* of consecutive shards: about ``1 / chunks_per_slot`` of a slot's share of the run, and smaller
-towards the end (guided self-scheduling: at most the work left over two per slot), so the slots finish together.
-Each chunk is one call to a slot and its shards are stored as they come back (per-shard resume is unchanged).
+Groups open alternately from the two ends of the list sorted by longest model: the group with the longest model,
+then the one whose longest model is the shortest, then the second longest, and so on. A group's decode costs the
+same whatever its models cost, so a run of groups of small models at the end would leave the slots waiting for
+their decodes; interleaved, every wave's decode runs while the slots work through a group of large models, and the
+longest models still start first. Groups open as many as the cache budget allows beside the oldest open group
+(the one the slots are working through, which frees its images shard by shard: the next group's decode overlaps
+its end), and early enough that their decode runs ahead of the models (a group opens while the open groups hold
+fewer than :data:`AHEAD_WORKS` not-yet-started models or :data:`AHEAD_SECONDS` of expected work per slot).
+
+Work goes out in *chunks* of consecutive shards: about ``1 / chunks_per_slot`` of a slot's share of the run, and
+smaller towards the end (guided self-scheduling: at most the work left over two per slot), so the slots finish
+together. A slot's first chunks ramp up: its first chunk is one shard, each next one at most twice as many shards,
+so at the start of a run a slot begins as soon as one shard is decoded rather than a whole chunk's worth. Each
+chunk is one call to a slot and its shards are stored as they come back (per-shard resume is unchanged).
 
 :func:`simulate` runs the same policy against expected costs (what ``mlray plan`` prints and the unit tests
 check); :func:`lower_bound` is the bound no schedule beats: ``max(total / slots, largest single model)``.
@@ -78,6 +88,21 @@ def lower_bound(totals: Sequence[float], slots: int) -> float:
     return max(math.fsum(totals) / max(1, slots), max(totals, default=0.0))
 
 
+def interleave(order: Sequence[int]) -> list[int]:
+    """``order`` taken alternately from its two ends: first, last, second, second to last ...
+
+    >>> interleave([1, 2, 3, 4, 5])
+    [1, 5, 2, 4, 3]
+    """
+    out, lo, hi = [], 0, len(order) - 1
+    while lo <= hi:
+        out.append(order[lo])
+        if lo < hi:
+            out.append(order[hi])
+        lo, hi = lo + 1, hi - 1
+    return out
+
+
 @dataclass
 class _State:
     """What the scheduler tracks per work."""
@@ -93,8 +118,9 @@ class Scheduler:
     """The policy of the module docstring, for ``works`` on ``slots`` slots; ``shard_bytes[(group, shard key)]``
     is what a shard's decoded images of that group take in the cache.
 
-    ``cache_bytes``: at most this many bytes of decoded images held at once (one group is always allowed; a
-    shard's bytes count until every work of its group has finished it);
+    ``cache_bytes``: at most this many bytes of decoded images held at once besides the oldest open group's (so
+    one group is always allowed, and the next one may decode while it drains; a shard's bytes count until every
+    work of its group has finished it);
     ``load_seconds``: expected seconds to load a model on a slot (helping must save more than this);
     ``max_slots_per_work``: at most this many slots on one model at once (None = no limit);
     ``chunks_per_slot``: chunk size as a fraction of a slot's share of the run.
@@ -139,14 +165,17 @@ class Scheduler:
         for g, key in self._consumers:
             self._group_bytes[g] = self._group_bytes.get(g, 0.0) + self.shard_bytes[(g, key)]
         longest = {g: max(self.works[i].total for i in members) for g, members in self._members.items()}
-        self._closed_order = sorted(self._members, key=lambda g: (-longest[g], g))  # groups not opened yet
+        self._closed_order = interleave(sorted(self._members, key=lambda g: (-longest[g], g)))  # not opened yet
+        self._opened_as: dict[int, int] = {}  # group -> how many groups opened before it
         self._open: set[int] = set()
         self._open_bytes = 0.0
+        self._held: dict[int, float] = {}  # open group -> bytes of its shards still cached
         self._unfinished = {g: len(m) for g, m in self._members.items()}  # works of the group not finished
         self._waves: list[tuple[int, ...]] = []
-        self._ready: list[tuple[float, int]] = []  # heap of (-total, work) of the open groups, not started yet
+        self._ready: list[tuple[int, float, int]] = []  # heap of (group's opening, -total, work) not started yet
         self._ready_seconds = 0.0  # their expected seconds
         self._current: dict[Hashable, int] = {}
+        self._handed: dict[Hashable, int] = {}  # slot -> chunks handed to it (its first chunks ramp up)
         self.set_slots(slots)
 
     # ---------------------------------------------------------------------------------------------- questions
@@ -198,7 +227,9 @@ class Scheduler:
             if w is None:
                 return None
             self._move(slot, w)
-        chunk = self._take(w)
+        handed = self._handed.get(slot, 0)
+        chunk = self._take(w, 2 ** min(handed, 30))
+        self._handed[slot] = handed + 1
         self._refill()
         return chunk
 
@@ -214,6 +245,7 @@ class Scheduler:
             if not self._consumers[(group, key)]:
                 freed.append((group, key))
                 self._open_bytes -= self.shard_bytes[(group, key)]
+                self._held[group] -= self.shard_bytes[(group, key)]
         if not state.left and not state.in_flight:
             self._unfinished[group] -= 1
             if not self._unfinished[group]:
@@ -240,9 +272,9 @@ class Scheduler:
     # ---------------------------------------------------------------------------------------------- policy
 
     def _refill(self) -> None:
-        """Open groups, longest model first, while the open groups hold fewer than :data:`AHEAD_WORKS`
-        not-yet-started works or :data:`AHEAD_SECONDS` of them per slot, and the cache budget allows (one group
-        always may). The groups opened together form waves (the groups of a wave share one read and decode of each
+        """Open groups (in the interleaved order) while the open groups hold fewer than :data:`AHEAD_WORKS`
+        not-yet-started works or :data:`AHEAD_SECONDS` of them per slot, and the cache budget allows beside the
+        oldest open group. The groups opened together form waves (the groups of a wave share one read and decode of each
         image); a wave, once started, is filled up to :data:`WAVE_GROUPS` groups, budget permitting."""
         wave: list[int] = []
         while self._closed_order and (
@@ -253,7 +285,7 @@ class Scheduler:
                     or len(self._ready) < AHEAD_WORKS * self.slots
                     or self._ready_seconds < AHEAD_SECONDS * self.slots
                 )
-                and self._open_bytes + self._group_bytes[self._closed_order[0]] <= self.cache_bytes
+                and self._open_bytes - self._draining() + self._group_bytes[self._closed_order[0]] <= self.cache_bytes
             )
         ):
             wave.append(self._open_next())
@@ -267,17 +299,25 @@ class Scheduler:
         """Open the next group: its works become ready to start. Returns its index."""
         g = self._closed_order.pop(0)
         self._open.add(g)
+        self._opened_as[g] = len(self._opened_as)
         self._open_bytes += self._group_bytes[g]
+        self._held[g] = self._group_bytes[g]
         for i in self._members[g]:
-            heapq.heappush(self._ready, (-self.works[i].total, i))
+            heapq.heappush(self._ready, (self._opened_as[g], -self.works[i].total, i))
             self._ready_seconds += self.works[i].total
         return g
 
+    def _draining(self) -> float:
+        """Cached bytes of the oldest open group (the one the slots work through now), which the budget does not
+        count: the next group's decode may start while it drains."""
+        g = min(self._open, key=self._opened_as.__getitem__, default=None)
+        return self._held[g] if g is not None else 0.0
+
     def _pick_new(self) -> int | None:
-        """The longest not-yet-started work of the open groups."""
+        """The longest not-yet-started work of the oldest open group that has one."""
         if not self._ready:
             return None
-        i = heapq.heappop(self._ready)[1]
+        i = heapq.heappop(self._ready)[2]
         self._ready_seconds -= self.works[i].total
         return i
 
@@ -306,14 +346,14 @@ class Scheduler:
         self._state[w].running += 1
         self._state[w].started = True
 
-    def _take(self, w: int) -> Chunk:
+    def _take(self, w: int, most: int) -> Chunk:
         """The next chunk of work ``w``: shards from the front until the chunk's expected seconds reach
-        ``min(quantum, work left / (2 * slots))`` (at least one shard)."""
+        ``min(quantum, work left / (2 * slots))`` (at least one shard, at most ``most``)."""
         state, work = self._state[w], self.works[w]
         target = min(self.quantum, self._left_seconds / (2 * self.slots))
         taken: list[int] = []
         seconds = 0.0
-        while state.left and (not taken or seconds + work.seconds[state.left[0]] <= target):
+        while state.left and (not taken or (len(taken) < most and seconds + work.seconds[state.left[0]] <= target)):
             i = state.left.pop(0)
             taken.append(i)
             seconds += work.seconds[i]
