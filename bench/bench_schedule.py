@@ -60,15 +60,19 @@ class SimSlot:
 
         return str(ray.get_runtime_context().get_node_id())
 
+    def prepare(self, payload: tuple[str, float]) -> None:
+        """Load the model now (its shards are still decoding), as mlray's SlotWorker does."""
+        if self.model != payload[0]:
+            time.sleep(self.load_s * self.scale)
+            self.model = payload[0]
+
     def run(self, payload: tuple[str, float], group: int, windows: list) -> list[dict]:
         import ray
 
         name, per_image = payload
         called = time.perf_counter()
         gap, self.last_end = (called - self.last_end if self.last_end else 0.0), None
-        if self.model != name:
-            time.sleep(self.load_s * self.scale)
-            self.model = name
+        self.prepare(payload)
         out = []
         clock = time.perf_counter()  # where the model's timeline stands: batches run back to back from here
         for i, window in enumerate(windows):  # fetched as mlray's SlotWorker fetches them

@@ -457,3 +457,28 @@ def test_error_rows_name_the_tar_member_that_was_read(tmp_path):
     rows = {r["image_id"]: r for r in read_rows({"shard": 0}, [("wds/s00000", plan.shards[0])])}
     assert rows["b"]["path"].endswith("s.tar:b.jpg") and rows["b"]["error"] == "empty file"
     assert rows["a"]["path"].endswith("s.tar:a.jpg") and rows["a"]["error"] == "" and rows["a"]["data"] == jpeg
+
+
+def test_a_slot_prepares_its_next_model_while_the_shards_decode_and_leaves_a_failure_to_run(tmp_path):
+    """SlotWorker.prepare builds the model and warms it on one blank image; the chunk's run then uses that very
+    model. A model that cannot be built leaves nothing behind and raises nothing (run reports it)."""
+    from mlray.inference.worker import ModelStage, PredictorSettings, SlotWorker
+
+    spec = ModelSpec("tf_efficientnet_lite0", "pypi")
+    stage = ModelStage(spec, resolve_preprocessing(spec))
+    slot = SlotWorker(PredictorSettings(cpu_threads=1), 5, 4)
+    slot.prepare(stage)
+    built = slot.predictor
+    assert built is not None and slot.stage == stage and built.size == (224, 224)
+    assert slot._load(stage) is built  # what run() does first: the prepared model, not a second build
+    idx, prob = built(np.zeros((2, 224, 224, 3), dtype=np.uint8))
+    assert idx.shape == (2, 5) and idx.dtype == np.int16 and prob.dtype == np.float32
+
+    broken = tmp_path / "broken.pth"
+    broken.write_bytes(b"not a checkpoint")
+    bad = ModelSpec("tf_efficientnet_lite0", str(broken))
+    bad_stage = ModelStage(bad, resolve_preprocessing(bad))
+    slot.prepare(bad_stage)  # no exception here
+    assert slot.predictor is None and slot.stage is None
+    with pytest.raises(MlrayError, match=r"broken\.pth"):
+        slot._load(bad_stage)

@@ -113,6 +113,9 @@ def test_a_slot_lost_mid_run_gives_its_chunks_to_the_other_slots(ray_cluster):
         def ready(self) -> str:
             return "ok"
 
+        def prepare(self, payload) -> None:
+            pass
+
         def run(self, payload, group, windows):
             out = []
             for window in windows:
@@ -157,3 +160,65 @@ def test_a_slot_lost_mid_run_gives_its_chunks_to_the_other_slots(ray_cluster):
     assert stats.slots_lost == 1 and scheduler.done
     assert sorted(seen) == sorted((w.name, key) for w in works for key in w.shards)  # each (model, shard) once
     assert stats.decodes == {f"d/s{j}": 1 for j in range(6)}  # one Ray Data decode per shard, whatever was lost
+
+
+@pytest.mark.ray
+def test_a_slot_is_told_to_prepare_a_model_whose_shards_are_still_decoding(ray_cluster):
+    """While a chunk's shards decode, its slot gets ``prepare(model)`` once, and that model's chunks follow it;
+    a chunk whose shards are already there goes straight to ``run``."""
+    import time
+
+    ray = ray_cluster
+    from mlray.inference.dispatch import dispatch, slot_options
+    from mlray.inference.schedule import Scheduler, Work
+    from mlray.inference.slots import Slot
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, str]] = []
+
+        def ready(self) -> str:
+            return "ok"
+
+        def prepare(self, payload) -> None:
+            self.calls.append(("prepare", payload))
+
+        def run(self, payload, group, windows):
+            self.calls.append(("run", payload))
+            return [{"key": key} for window in windows for key, _ in window]
+
+        def log(self) -> list:
+            return self.calls
+
+    def slow_decode(batch):
+        time.sleep(1.5)  # the slot is up long before the first shard is decoded
+        return {"row": np.arange(2)}
+
+    class Backend:
+        decode_cpus = 0.1
+
+        def __init__(self) -> None:
+            self.handle = None
+
+        def start(self, slot):
+            self.handle = ray.remote(Recorder).options(**slot_options(slot)).remote()
+            return self.handle
+
+        def payload(self, work):
+            return f"m{work}"
+
+        def decoder(self, keys, groups):
+            return slow_decode, {}
+
+        def rows(self, key):
+            return 2
+
+    # two models of one group, three shards each, one shard per chunk: m0 (longer) first, then m1 on cached shards
+    works = [Work(f"m{i}", 0, ("d/s0", "d/s1", "d/s2"), (2.0 - i,) * 3) for i in range(2)]
+    scheduler = Scheduler(works, {(0, f"d/s{j}"): 1.0 for j in range(3)}, 1, chunks_per_slot=6)
+    backend = Backend()
+    dispatch(ray, scheduler, [Slot("n/0", None, 0.1, 0.0, 1)], backend, lambda *a: None, depth=1, lead=0.0)
+    calls = ray.get(backend.handle.log.remote())
+    assert calls[0] == ("prepare", "m0")  # built while d/s0 decoded
+    assert [c for c in calls if c[0] == "run"] == [("run", "m0")] * 3 + [("run", "m1")] * 3
+    assert ("prepare", "m1") not in calls  # its shards were cached when it came: no separate prepare

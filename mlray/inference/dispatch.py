@@ -5,7 +5,8 @@ Decoding is Ray Data: each wave of groups the schedule opens is one Dataset, ``f
 plan order) ``.map_batches(decoder, batch_size=1)`` (CPU tasks, one block per shard), streamed by a feeder thread
 with ``iter_internal_ref_bundles()``: the blocks stay in Ray's object store (which spills to disk) and only their
 ObjectRefs reach the driver, which hands them to the slots. A chunk goes to its slot once its shards are decoded;
-a shard's blocks are dropped as soon as every model of its group has finished it.
+while they are still decoding, the slot is told to build the chunk's model (``prepare``), so loading the weights
+overlaps the decode. A shard's blocks are dropped as soon as every model of its group has finished it.
 
 The policy is :class:`~mlray.inference.schedule.Scheduler`'s; what runs where is a :class:`Backend`'s: the real
 one builds timm models (:mod:`mlray.inference.driver`), ``bench/bench_schedule.py``'s sleeps. Each slot has a few
@@ -55,11 +56,12 @@ class Backend(Protocol):
     """CPUs each decode task asks for."""
 
     def start(self, slot: Slot) -> Any:
-        """Start the actor of ``slot``: a handle with ``ready()`` and ``run(payload, items)`` methods."""
+        """Start the actor of ``slot``: a handle with ``ready()``, ``prepare(payload)`` (build the model now; it
+        raises nothing: a failure is ``run``'s to report) and ``run(payload, group, windows)`` methods."""
         ...
 
     def payload(self, work: int) -> Any:
-        """What ``run`` gets to know the model of work ``work``."""
+        """What ``prepare`` and ``run`` get to know the model of work ``work``."""
         ...
 
     def decoder(self, keys: Sequence[str], groups: Sequence[int]) -> tuple[Callable[..., Any], dict[str, Any]]:
@@ -170,7 +172,8 @@ def dispatch(
     ``tick`` seconds; ``placement_timeout`` defaults to :data:`PLACEMENT_TIMEOUT`. Each slot has at least ``depth``
     chunks queued, and more (up to :data:`MAX_QUEUED`) while its queue holds less than ``lead`` expected seconds,
     so short chunks never leave it idle while the driver is busy; a queued chunk goes to its slot once its shards
-    are decoded. The slots' actors are killed and the decode waves stopped at the end."""
+    are decoded (the slot prepares its model meanwhile). The slots' actors are killed and the decode waves stopped
+    at the end."""
     start = time.monotonic()
     quiet_ray_data()
     placement_timeout = PLACEMENT_TIMEOUT if placement_timeout is None else placement_timeout
@@ -182,6 +185,7 @@ def dispatch(
     waiting: dict[str, list[Chunk]] = {}  # chunks handed to a slot whose shards are still being decoded
     queued: dict[str, int] = {}  # waiting + in flight, per slot
     queued_seconds: dict[str, float] = {}
+    sent: dict[str, int] = {}  # slot -> the work of the last chunk (or model to prepare) sent to it
     cache: dict[tuple[int, str], tuple[Any, ...]] = {}  # (group, shard key) -> block refs
     decoding: set[tuple[int, str]] = set()
     arrivals: queue.Queue = queue.Queue()
@@ -240,8 +244,12 @@ def dispatch(
             chunk = chunks[0]
             group = scheduler.works[chunk.work].group
             if any((group, key) not in cache for key in chunk.shards):
+                if sent.get(slot_id) != chunk.work:  # the slot builds the model while the shards decode
+                    handles[slot_id].prepare.remote(backend.payload(chunk.work))
+                    sent[slot_id] = chunk.work
                 return  # chunks go to a slot in the order it was given them
             chunks.pop(0)
+            sent[slot_id] = chunk.work
             ref = handles[slot_id].run.remote(backend.payload(chunk.work), group, _windows(scheduler, chunk, cache))
             in_flight[ref] = (slot_id, chunk, next(seq))
 
@@ -254,6 +262,7 @@ def dispatch(
         for chunk in waiting.pop(slot_id, []):
             give_back(slot_id, chunk)
         live.pop(slot_id, None)
+        sent.pop(slot_id, None)
         scheduler.forget(slot_id)
         scheduler.set_slots(max(1, len(live)))
 

@@ -164,6 +164,11 @@ class Predictor:
         if settings.compile:
             self.model = torch.compile(self.model)
         self.mean, self.std, self.k = stage.prep.mean, stage.prep.std, k
+        self.size = (stage.prep.input_size[1], stage.prep.input_size[2])
+
+    def warm_up(self) -> None:
+        """One forward pass on a single blank image of the model's input size (its first pass is the slow one)."""
+        self(np.zeros((1, self.size[0], self.size[1], 3), dtype=np.uint8))
 
     def __call__(self, images: np.ndarray, classes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-K class indices (int16) and probabilities (float32) of ``uint8 (n, H, W, 3)`` images; with
@@ -209,6 +214,15 @@ class SlotWorker:
         import ray
 
         return str(ray.get_runtime_context().get_node_id())
+
+    def prepare(self, stage: ModelStage) -> None:
+        """Build ``stage``'s model now and run it once on one blank image (lazy initialisation: imports, CUDA
+        context, kernels), while the shards of its first chunk are still being decoded; that chunk's :meth:`run`
+        finds it built. A failure leaves nothing built: :meth:`run` builds again and reports it."""
+        try:
+            self._load(stage).warm_up()
+        except Exception:  # run() raises it, with the chunk it belongs to
+            self.predictor, self.stage = None, None
 
     def _load(self, stage: ModelStage) -> Predictor:
         """The predictor of ``stage``, building it (and dropping the previous model) unless it is held already."""
