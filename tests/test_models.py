@@ -210,6 +210,51 @@ def test_matches_timm_transform_non_square(overrides):
     _assert_matches_timm(image, prep)
 
 
+@pytest.mark.parametrize("mode", ["center", "squash", "border"])
+@pytest.mark.parametrize("interpolation", ["bicubic", "bilinear", "nearest", "lanczos", "box", "hamming"])
+def test_the_pillow_resize_and_crop_equals_timms_transform_on_every_shape(mode, interpolation):
+    """mlray's Pillow-only resize/crop (no torch, no timm in a decode task) against timm's own eval transform
+    pixel for pixel: random noise (every pixel matters), images larger and smaller than the crop (upscaling and, in
+    border mode, padding with the mean colour), both orientations, odd sizes, square and non-square targets."""
+    from mlray.models import _resize_transform, resize_crop, resize_size
+
+    rng = np.random.default_rng(7)
+    shapes = [(500, 375), (375, 500), (227, 227), (224, 224), (100, 80), (61, 257), (1001, 999), (33, 33)]
+    for target, crop_pct in (((224, 224), 0.875), ((200, 256), 1.0), ((384, 384), 0.95)):
+        prep = Preprocessing((3, *target), crop_pct, mode, interpolation, (0.485, 0.456, 0.406), (0.2, 0.2, 0.2))
+        resize, crop = _resize_transform(prep).transforms
+        for w, h in shapes:
+            image = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+            want = np.asarray(crop(resize(image)))
+            got = np.asarray(resize_crop(image, prep, resize_size(prep, w, h)))
+            assert got.shape == want.shape == (*target, 3), (target, w, h)
+            assert np.array_equal(got, want), (target, crop_pct, w, h)
+            assert np.array_equal(preprocess_uint8(image, prep), want)
+
+
+def test_a_decode_task_imports_neither_torch_nor_timm(tmp_path):
+    """decode_batch (what every Ray Data decode task runs) reads, decodes and resizes a shard in a fresh process
+    without importing torch or timm."""
+    import subprocess
+    import sys
+
+    Image.fromarray(np.full((300, 400, 3), 90, np.uint8)).save(tmp_path / "ILSVRC2012_val_00000001.JPEG")
+    code = f"""
+import sys
+import numpy as np
+from mlray.images import plan_shards
+from mlray.inference.worker import decode_batch
+from mlray.models import Preprocessing
+shard = plan_shards({str(tmp_path)!r}, "imagenet-val-flat").shards[0]
+prep = Preprocessing((3, 224, 224), 0.875, "center", "bicubic", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+out = decode_batch({{"key": np.array(["k"]), "groups": np.array(["0"])}}, {{"k": shard}}, {{0: prep}}, 10**9)
+print(out["images_0"].shape, int(out["images_0"][0, 100, 100, 0]), "torch" in sys.modules, "timm" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[0] == "(1, 224, 224, 3) 90 False False"
+
+
 def test_preprocess_accepts_other_modes():
     prep = resolve_preprocessing(ModelSpec(TINY, weights="none"))
     gray = Image.new("L", (50, 70), 128)
