@@ -108,6 +108,14 @@ class SimSlot:
         return out
 
 
+def warm_worker() -> None:
+    """Import Ray Data in a worker process (what a decode task does first), then hold its CPU a moment so that
+    the warm-up tasks land on distinct workers."""
+    import ray.data  # noqa: F401
+
+    time.sleep(0.5)
+
+
 def sim_decode(batch: dict, rows: dict, decode_s: float, resize_s: float, counter) -> dict:
     """The Ray Data ``map_batches`` function of a simulated decode wave (what
     :func:`mlray.inference.worker.decode_batch` is for real): read + decode the shard's images once and resize
@@ -203,10 +211,11 @@ def run_one(gpus: int, groups, rates, scale: float, args) -> dict:
              object_store_memory=1024 * 1024 * 1024)  # fmt: skip
     try:
         slot_plan = plan_slots(cluster_nodes(ray), InferenceConfig())
-        # start Ray's worker processes for the decode tasks before the clock: a cluster node starts them in about a
-        # second, this loaded 2-core machine takes tens of seconds for 32 of them
-        warm = ray.remote(lambda: time.sleep(0.2))
-        ray.get([warm.options(num_cpus=slot_plan.decode_cpus).remote() for _ in range(int(decode_cpus * 2))])
+        # start Ray's worker processes for the decode tasks, and have each import Ray Data (what a decode task does
+        # first), before the clock: a node with these CPUs does that in parallel in a second or two; here up to 32
+        # simulated CPUs share 2 real cores, so the same imports would take 20-30 s of the run
+        warm = ray.remote(warm_worker).options(num_cpus=slot_plan.decode_cpus)
+        ray.get([warm.remote() for _ in range(int(decode_cpus * 2))])
         counter = start_counter(ray)  # mlray's own per-key counter actor
         backend = SimBackend(ray, works, rates, {k: s.n for k, s in shards.items()}, slot_plan.decode_cpus, scale,
                              args, counter)  # fmt: skip
