@@ -183,12 +183,9 @@ def test_a_slot_is_told_to_prepare_a_model_whose_shards_are_still_decoding(ray_c
         def prepare(self, payload) -> None:
             self.calls.append(("prepare", payload))
 
-        def run(self, payload, group, windows):
+        def run(self, payload, group, windows):  # every result carries the calls so far (the actor is killed)
             self.calls.append(("run", payload))
-            return [{"key": key} for window in windows for key, _ in window]
-
-        def log(self) -> list:
-            return self.calls
+            return [{"key": key, "calls": list(self.calls)} for window in windows for key, _ in window]
 
     def slow_decode(batch):
         time.sleep(1.5)  # the slot is up long before the first shard is decoded
@@ -197,12 +194,8 @@ def test_a_slot_is_told_to_prepare_a_model_whose_shards_are_still_decoding(ray_c
     class Backend:
         decode_cpus = 0.1
 
-        def __init__(self) -> None:
-            self.handle = None
-
         def start(self, slot):
-            self.handle = ray.remote(Recorder).options(**slot_options(slot)).remote()
-            return self.handle
+            return ray.remote(Recorder).options(**slot_options(slot)).remote()
 
         def payload(self, work):
             return f"m{work}"
@@ -217,8 +210,13 @@ def test_a_slot_is_told_to_prepare_a_model_whose_shards_are_still_decoding(ray_c
     works = [Work(f"m{i}", 0, ("d/s0", "d/s1", "d/s2"), (2.0 - i,) * 3) for i in range(2)]
     scheduler = Scheduler(works, {(0, f"d/s{j}"): 1.0 for j in range(3)}, 1, chunks_per_slot=6)
     backend = Backend()
-    dispatch(ray, scheduler, [Slot("n/0", None, 0.1, 0.0, 1)], backend, lambda *a: None, depth=1, lead=0.0)
-    calls = ray.get(backend.handle.log.remote())
+    log: list = []
+
+    def on_result(slot_id, chunk, results):
+        log[:] = results[-1]["calls"]
+
+    dispatch(ray, scheduler, [Slot("n/0", None, 0.1, 0.0, 1)], backend, on_result, depth=1, lead=0.0)
+    calls = [tuple(c) for c in log]
     assert calls[0] == ("prepare", "m0")  # built while d/s0 decoded
     assert [c for c in calls if c[0] == "run"] == [("run", "m0")] * 3 + [("run", "m1")] * 3
     assert ("prepare", "m1") not in calls  # its shards were cached when it came: no separate prepare
