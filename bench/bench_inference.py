@@ -12,10 +12,11 @@ each reading and decoding every image again.
 
 Ceiling: the same models on ready uint8 tensors (every image already read, decoded, resized and cropped, before
 the clock starts; no read, no decode), through mlray's own :class:`mlray.inference.Predictor` (normalize, model,
-softmax, top-K), torch with the same threads.
+softmax, top-K), torch with the same threads and the same allocator settings as mlray's slots
+(:func:`mlray.inference.malloc.keep_freed_memory`, which the DataLoader baseline, as validate.py, does not have).
 
-mlray: ``run_inference`` on the same config (one local Ray instance with every core, already started), with the
-same models, batch size and K; the three lite models go through ONE run that reads each image once and resizes
+mlray: ``run_inference`` on the same config (one local Ray instance with every core, already started and its
+worker processes up), with the same models, batch size and K; the three lite models go through ONE run that reads each image once and resizes
 it once per preprocessing.
 
 Figures, for each side:
@@ -28,7 +29,7 @@ The ratios are mlray / baseline and mlray / ceiling throughput (higher is better
 best DataLoader and >= 0.85x the ceiling; three models in one run >= 1.2x three DataLoader runs and >= 0.85x the
 three models' ceiling. mlray's top-1 is checked equal to the DataLoader's on every image.
 
-    python bench/bench_inference.py                       # about 15 minutes on a 2-core machine
+    python bench/bench_inference.py                       # about 12 minutes on a 2-core machine
     python bench/bench_inference.py --limit 10 --json o.json   # a quick check, figures also as JSON
 """
 
@@ -106,11 +107,13 @@ def ceiling_run(model_name: str, files: list[Path], batch_size: int, k: int) -> 
     from PIL import Image
 
     from mlray.inference import ModelStage, Predictor, PredictorSettings
+    from mlray.inference.malloc import keep_freed_memory
     from mlray.models import ModelSpec, preprocess_uint8, resolve_preprocessing
 
     spec = ModelSpec(model_name, "pypi")
     prep = resolve_preprocessing(spec)
     images = np.stack([preprocess_uint8(Image.open(f).convert("RGB"), prep) for f in files])
+    keep_freed_memory()  # the allocator settings of mlray's slots (from here on, this process keeps them)
     torch.set_num_threads(os.cpu_count() or 1)
     start = time.perf_counter()
     predictor = Predictor(ModelStage(spec, prep), k, PredictorSettings(cpu_threads=os.cpu_count()))
@@ -203,6 +206,8 @@ def main() -> int:
         print(f"ceiling    {m}: {r['wall_s']:6.1f} s = {r['img_s']:6.1f} img/s; steady {r['steady_img_s']:6.1f} img/s",
               flush=True)  # fmt: skip
     cluster.connect(num_cpus=args.num_cpus)
+    # "already started", as a running cluster is: its worker processes up (one trivial task per CPU waits for them)
+    ray.get([ray.remote(num_cpus=1)(os.getpid).remote() for _ in range(args.num_cpus)])
     with tempfile.TemporaryDirectory(prefix="mlray-bench-") as tmp:
         one = mlray_run([LITES[0]], folders, args.batch_size, args.k, Path(tmp) / "one")
         three = mlray_run(list(LITES), folders, args.batch_size, args.k, Path(tmp) / "three")

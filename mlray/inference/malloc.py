@@ -1,0 +1,40 @@
+"""The memory allocator of a model slot's process: keep freed memory for the next batch instead of giving it back.
+
+A CPU model allocates and frees the same large activation buffers (tens of MiB) in every batch. glibc's malloc
+serves each of them with a fresh ``mmap`` and returns it with ``munmap``, so every batch faults every page in again;
+on the 2-core development VM that kernel work was half of lite0's time (0.78 s per batch of 32; 0.35 s with the
+settings below, 4.2 M -> 0.3 M page faults over 14 batches, peak memory 1.34 -> 1.56 GB). :func:`keep_freed_memory`
+raises glibc's mmap and trim thresholds so those buffers come from the heap and stay there between batches (the
+same advice PyTorch gives for CPU inference: jemalloc, tcmalloc, or these glibc settings).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+
+M_TRIM_THRESHOLD = -1
+M_TOP_PAD = -2
+M_MMAP_THRESHOLD = -3
+KEEP_BYTES = 1 << 30
+"""Allocations below this come from the heap (not ``mmap``), and up to this much free memory stays at its top."""
+TOP_PAD_BYTES = 1 << 28
+"""The heap grows by at least this much at a time."""
+
+
+def keep_freed_memory() -> bool:
+    """Set glibc's ``M_MMAP_THRESHOLD`` and ``M_TRIM_THRESHOLD`` to :data:`KEEP_BYTES` and ``M_TOP_PAD`` to
+    :data:`TOP_PAD_BYTES` in this process (``mallopt``); True when all three were set. A no-op returning False
+    off Linux or without glibc's ``mallopt`` (musl, say); memory a preloaded allocator (jemalloc ...) manages is
+    unaffected."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    settings = ((M_MMAP_THRESHOLD, KEEP_BYTES), (M_TRIM_THRESHOLD, KEEP_BYTES), (M_TOP_PAD, TOP_PAD_BYTES))
+    return all([mallopt(option, value) == 1 for option, value in settings])

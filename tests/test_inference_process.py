@@ -1,0 +1,94 @@
+"""How the processes of a run use the CPU: decode work below the models' priority, and a slot's allocator that keeps
+freed memory for the next batch (no Ray needed)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mlray.errors import MlrayError
+from mlray.images import plan_shards
+from mlray.inference import worker
+from mlray.inference.worker import DECODE_NICE, at_low_priority, decode_batch
+from mlray.models import Preprocessing
+
+linux_only = pytest.mark.skipif(sys.platform != "linux", reason="per-thread niceness and glibc's mallopt are Linux's")
+
+
+def _nice() -> int:
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+@linux_only
+def test_low_priority_work_runs_in_a_nicer_thread_and_the_caller_keeps_its_priority():
+    base = _nice()
+    got = at_low_priority(lambda a, b: (a + b, _nice(), threading.get_native_id()), 2, 3)
+    assert got[0] == 5
+    assert got[1] == min(19, base + DECODE_NICE)
+    assert got[2] != threading.get_native_id()  # another thread ...
+    assert _nice() == base  # ... and this one is as it was
+
+    def fails() -> None:
+        raise MlrayError("images/x.JPEG: not an image")
+
+    with pytest.raises(MlrayError, match=r"^images/x\.JPEG: not an image$"):
+        at_low_priority(fails)
+    assert _nice() == base
+
+
+@linux_only
+def test_a_decode_task_decodes_at_the_lower_priority(tmp_path, monkeypatch):
+    """Every image of decode_batch is decoded in the nicer thread (a model beside it keeps the CPUs)."""
+    for i in (1, 2):
+        Image.fromarray(np.full((30, 40, 3), 60 * i, np.uint8)).save(tmp_path / f"ILSVRC2012_val_0000000{i}.JPEG")
+    seen: list[int] = []
+    decode = worker.decode_image
+
+    def recording(data, max_pixels):
+        seen.append(_nice())
+        return decode(data, max_pixels=max_pixels)
+
+    monkeypatch.setattr(worker, "decode_image", recording)
+    shard = plan_shards(tmp_path, "imagenet-val-flat").shards[0]
+    prep = Preprocessing((3, 16, 16), 1.0, "center", "bilinear", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    out = decode_batch({"key": np.array(["k"]), "groups": np.array(["0"])}, {"k": shard}, {0: prep}, 10**9)
+    assert out["images_0"].shape == (2, 16, 16, 3)
+    assert out["images_0"][:, 8, 8, 0].tolist() == [60, 120]
+    assert seen == [min(19, _nice() + DECODE_NICE)] * 2
+
+
+FAULTS = """
+import resource, sys
+import numpy as np
+from mlray.inference.malloc import keep_freed_memory
+kept = keep_freed_memory() if sys.argv[1] == "keep" else None
+np.ones(64 << 20, np.uint8)  # the first buffer faults its pages in either way
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(9):
+    np.ones(64 << 20, np.uint8)  # allocated, written, freed: as a model's activations in every batch
+print(kept, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@linux_only
+def test_a_slot_process_keeps_freed_buffers_instead_of_faulting_them_in_every_batch():
+    """glibc serves a 64 MiB buffer with a fresh mmap each time (16,384 pages to fault in again); after
+    keep_freed_memory it comes back from the heap."""
+
+    def faults(mode: str) -> tuple[str, int]:
+        done = subprocess.run([sys.executable, "-c", FAULTS, mode], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        kept, n = done.stdout.split()
+        return kept, int(n)
+
+    kept, tuned = faults("keep")
+    untouched, plain = faults("plain")
+    assert (kept, untouched) == ("True", "None")
+    assert tuned < 200  # nine buffers of 64 MiB, (almost) no page faulted in again
+    assert plain > max(10 * tuned, 250)  # without: every buffer faults in again (THP or not)
