@@ -16,8 +16,8 @@ softmax, top-K), torch with the same threads and the same allocator settings as 
 (:func:`mlray.inference.malloc.keep_freed_memory`, which the DataLoader baseline, as validate.py, does not have).
 
 mlray: ``run_inference`` on the same config (one local Ray instance with every core, already started and its
-worker processes up), with the same models, batch size and K; the three lite models go through ONE run that reads each image once and resizes
-it once per preprocessing.
+worker processes up), with the same models, batch size and K; the three lite models go through ONE run that reads
+each image once and resizes it once per preprocessing.
 
 Figures, for each side:
   * end to end: wall seconds from the start (DataLoader and ceiling: model built and loaded; mlray:
@@ -206,8 +206,12 @@ def main() -> int:
         print(f"ceiling    {m}: {r['wall_s']:6.1f} s = {r['img_s']:6.1f} img/s; steady {r['steady_img_s']:6.1f} img/s",
               flush=True)  # fmt: skip
     cluster.connect(num_cpus=args.num_cpus)
+
     # "already started", as a running cluster is: its worker processes up (one trivial task per CPU waits for them)
-    ray.get([ray.remote(num_cpus=1)(os.getpid).remote() for _ in range(args.num_cpus)])
+    def pid() -> int:  # a trivial task (defined here, so Ray ships it by value)
+        return os.getpid()
+
+    ray.get([ray.remote(num_cpus=1)(pid).remote() for _ in range(args.num_cpus)])
     with tempfile.TemporaryDirectory(prefix="mlray-bench-") as tmp:
         one = mlray_run([LITES[0]], folders, args.batch_size, args.k, Path(tmp) / "one")
         three = mlray_run(list(LITES), folders, args.batch_size, args.k, Path(tmp) / "three")

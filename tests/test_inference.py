@@ -439,6 +439,44 @@ def test_a_setting_no_node_can_hold_fails_at_once_and_a_slot_never_placed_fails_
     assert time.monotonic() - start < 60
 
 
+@pytest.mark.ray
+def test_slots_start_before_the_run_is_planned_and_go_away_when_planning_fails(ray_cluster, tmp_path, monkeypatch):
+    """The slot actors start first (their processes import torch while the driver imports timm and plans); the
+    dispatch uses those very actors, and a run that stops while planning kills them."""
+    import ray
+
+    from mlray.inference import driver
+
+    events: list[str] = []
+    started: list = []
+    start_slot, model_specs = driver._start_slot, driver.model_specs
+
+    def recording_start(*args):
+        events.append("slot")
+        started.append(start_slot(*args))
+        return started[-1]
+
+    def recording_specs(*args):
+        events.append("plan")
+        return model_specs(*args)
+
+    monkeypatch.setattr(driver, "_start_slot", recording_start)
+    monkeypatch.setattr(driver, "model_specs", recording_specs)
+    copy_photos(tmp_path / "imgs", 2)
+    good = write_config(tmp_path, tmp_path / "imgs", [("mobilenetv3_small_050", "none")], labels=False)
+    result = run_inference(good, tmp_path / "out")
+    assert events == ["slot", "plan"] and len(started) == 1  # one actor in all: the early one ran the model
+    assert result.counts[("photos", "mobilenetv3_small_050")] == {"images": 2, "predictions": 2, "errors": 0}
+
+    events.clear()
+    bad = write_config(tmp_path, tmp_path / "imgs", [("nosuchnet*", "none")], labels=False, name="bad.yaml")
+    with pytest.raises(MlrayError, match="nosuchnet"):
+        run_inference(bad, tmp_path / "bad")
+    assert events == ["slot", "plan"] and len(started) == 2
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(started[1].ready.remote(), timeout=60)
+
+
 def test_error_rows_name_the_tar_member_that_was_read(tmp_path):
     """Tar members come in tar order, not plan order: each row's path is the member actually read."""
     import io

@@ -56,8 +56,9 @@ class Backend(Protocol):
     """CPUs each decode task asks for."""
 
     def start(self, slot: Slot) -> Any:
-        """Start the actor of ``slot``: a handle with ``ready()``, ``prepare(payload)`` (build the model now; it
-        raises nothing: a failure is ``run``'s to report) and ``run(payload, group, windows)`` methods."""
+        """The actor of ``slot`` (started now, or before the dispatch began): a handle with ``ready()``,
+        ``prepare(payload)`` (build the model now; it raises nothing: a failure is ``run``'s to report) and
+        ``run(payload, group, windows)`` methods."""
         ...
 
     def payload(self, work: int) -> Any:

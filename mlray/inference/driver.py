@@ -1,10 +1,11 @@
 """The driver of an inference run: plan, schedule every model onto the slots, store each shard as it comes back,
 reconcile, write the manifest.
 
-:func:`run_inference` plans every dataset's shards (:mod:`mlray.inference.plan`), asks the store which shards
-each model has finished (:func:`mlray.store.store_listing`; parts of shards the plan no longer has stop the run,
-:func:`mlray.store.refuse_stale_parts`), sizes the model slots per node (:mod:`mlray.inference.slots`; a setting
-no node can hold stops the run here, in one line), and gives each model's missing shards, costed by
+:func:`run_inference` first sizes the model slots per node (:mod:`mlray.inference.slots`; a setting no node can
+hold stops the run here, in one line) and starts their actors, whose processes import torch while the driver plans
+(a run that stops before the dispatch kills them). It plans every dataset's shards (:mod:`mlray.inference.plan`),
+asks the store which shards each model has finished (:func:`mlray.store.store_listing`; parts of shards the plan
+no longer has stop the run, :func:`mlray.store.refuse_stale_parts`), and gives each model's missing shards, costed by
 :mod:`mlray.inference.costs`, to the scheduler (:mod:`mlray.inference.schedule`) and the dispatch loop
 (:mod:`mlray.inference.dispatch`). Each (model, shard) result is stored as soon as it is back
 (:func:`mlray.store.finish_shard`: errors part first, then predictions part; :func:`_store_shard` is the one
@@ -25,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import RunConfig
+from ..config import InferenceConfig, RunConfig
 from ..datasets import class_space, load_dataset_labels, plan_images
 from ..errors import MlrayError
 from ..images import ImagePlan
@@ -58,7 +59,7 @@ from .plan import (
 )
 from .progress import ProgressSink
 from .schedule import LOAD_SECONDS, Chunk, Scheduler, Work
-from .slots import Slot, SlotPlan, cluster_nodes, plan_slots
+from .slots import Node, Slot, SlotPlan, cluster_nodes, plan_slots
 from .timing import SteadyRates
 from .worker import ModelStage, PredictorSettings, ShardResult, SlotWorker, decode_batch, start_counter
 
@@ -111,13 +112,27 @@ def run_inference(
     import ray
 
     start = time.perf_counter()
-    out = Path(out_dir)
-    specs = model_specs(config.models, config.base_dir)
-    if not specs:
-        raise MlrayError(f"{config.source}: no models to evaluate (add a 'models:' list)")
     settings = config.inference
     nodes = cluster_nodes(ray)
     slot_plan = plan_slots(nodes, settings)
+    early = {s.id: _start_slot(ray, s, settings, slot_plan.batch_size) for s in slot_plan.slots}
+    try:  # the slots' processes import torch while the run is planned; those the dispatch never took go here
+        return _run_inference(ray, config, Path(out_dir), progress, start, nodes, slot_plan, early)
+    finally:
+        for handle in early.values():
+            ray.kill(handle)
+
+
+def _run_inference(
+    ray: Any, config: RunConfig, out: Path, progress: ProgressSink | None, start: float, nodes: Sequence[Node],
+    slot_plan: SlotPlan, early: dict[str, Any],
+) -> InferenceResult:  # fmt: skip
+    """:func:`run_inference` once its slots are started (``early``: slot id -> actor, each taken out as the dispatch
+    loop uses it)."""
+    settings = config.inference
+    specs = model_specs(config.models, config.base_dir)
+    if not specs:
+        raise MlrayError(f"{config.source}: no models to evaluate (add a 'models:' list)")
     runs = [ModelRun(spec, resolve_preprocessing(spec), model_info(spec)) for spec in specs]
     names = [r.spec.name for r in runs]
 
@@ -160,7 +175,7 @@ def run_inference(
             works, shard_bytes(groups, works, shards), len(slot_plan.slots), cache_bytes=cache,
             load_seconds=LOAD_SECONDS, max_slots_per_work=settings.actors_per_model,
         )  # fmt: skip
-        run = _Run(ray, config, out, runs, groups, works, shards, slot_plan, classes, progress, start)
+        run = _Run(ray, config, out, runs, groups, works, shards, slot_plan, classes, progress, start, early)
         run.go(scheduler, lambda: [s for s in plan_slots(cluster_nodes(ray), settings).slots])
         finished_at = run.finished_at
         for key, n in run.stats_reads.items():
@@ -187,6 +202,13 @@ def run_inference(
     return result
 
 
+def _start_slot(ray: Any, slot: Slot, settings: InferenceConfig, batch_size: int) -> Any:
+    """A new :class:`~mlray.inference.worker.SlotWorker` actor for ``slot`` (not configured yet)."""
+    predictor = PredictorSettings(settings.precision, settings.channels_last, settings.compile, slot.threads)
+    worker = ray.remote(SlotWorker).options(**slot_options(slot))
+    return worker.remote(predictor, settings.k, batch_size)
+
+
 class _Backend:
     """The real :class:`~mlray.inference.dispatch.Backend`: slots that run timm models, and
     :func:`~mlray.inference.worker.decode_batch` reading and decoding shards for the groups' preprocessings."""
@@ -194,9 +216,10 @@ class _Backend:
     def __init__(
         self, ray: Any, config: RunConfig, runs: Sequence[ModelRun], groups: Sequence[PrepGroup],
         works: Sequence[Work], shards: Mapping[str, PlannedShard], slot_plan: SlotPlan,
-        classes: Mapping[str, np.ndarray], counter: Any,
+        classes: Mapping[str, np.ndarray], counter: Any, early: dict[str, Any],
     ) -> None:  # fmt: skip
         by_name = {r.spec.name: r for r in runs}
+        self._ray = ray
         self._stages = [ModelStage(by_name[w.name].spec, by_name[w.name].prep) for w in works]
         self._preps = {g.index: g.prep for g in groups}
         self._shards = shards
@@ -204,16 +227,17 @@ class _Backend:
         self._plan = slot_plan
         self._counter = counter
         self._classes = dict(classes)
-        self._worker = ray.remote(SlotWorker)
+        self._early = early
         self.decode_cpus = slot_plan.decode_cpus
 
     def start(self, slot: Slot) -> Any:
-        """A :class:`~mlray.inference.worker.SlotWorker` actor for ``slot``."""
-        s = self._settings
-        predictor = PredictorSettings(s.precision, s.channels_last, s.compile, slot.threads)
-        return self._worker.options(**slot_options(slot)).remote(
-            predictor, s.k, self._plan.batch_size, self._counter, self._classes
-        )
+        """The :class:`~mlray.inference.worker.SlotWorker` actor of ``slot``: the one started before the run was
+        planned (taken out of ``early``), else a new one; configured with the run's counter and class spaces."""
+        handle = self._early.pop(slot.id, None)
+        if handle is None:
+            handle = _start_slot(self._ray, slot, self._settings, self._plan.batch_size)
+        handle.configure.remote(self._counter, self._classes)
+        return handle
 
     def payload(self, work: int) -> ModelStage:
         """The model stage of work ``work``."""
@@ -237,9 +261,10 @@ class _Run:
     def __init__(
         self, ray: Any, config: RunConfig, out: Path, runs: list[ModelRun], groups: Sequence[PrepGroup],
         works: Sequence[Work], shards: Mapping[str, PlannedShard], slot_plan: SlotPlan,
-        classes: Mapping[str, np.ndarray], progress: ProgressSink | None, start: float,
+        classes: Mapping[str, np.ndarray], progress: ProgressSink | None, start: float, early: dict[str, Any],
     ) -> None:  # fmt: skip
         self.ray, self.config, self.out, self.runs, self.groups = ray, config, out, runs, groups
+        self.early = early
         self.classes = classes
         self.works, self.shards, self.slot_plan, self.progress, self.start = works, shards, slot_plan, progress, start
         self.finished_at: dict[str, float] = {}
@@ -268,7 +293,7 @@ class _Run:
             self._counter = start_counter(ray)
             self.progress.begin("", dict(self.stored_totals), dict(self.model_totals))
         backend = _Backend(ray, self.config, self.runs, self.groups, self.works, self.shards, self.slot_plan,
-                           self.classes, self._counter)  # fmt: skip
+                           self.classes, self._counter, self.early)  # fmt: skip
         try:
             stats = dispatch(ray, scheduler, self.slot_plan.slots, backend, self._on_result, self._tick, replan=replan)
             if self.progress is not None:  # everything has come back: the final counts

@@ -240,23 +240,26 @@ class Predictor:
 
 class SlotWorker:
     """One model slot (a Ray actor): runs chunks of shards through their model, one model held at a time (a chunk
-    of another model replaces it). ``counter`` (a :func:`start_counter` actor, or None) gets each batch's image
-    count for live progress; ``classes`` maps a dataset that covers only some classes to them (its rows keep the
-    top-K and every one of those classes)."""
+    of another model replaces it). It is started before the run is planned (its process imports torch meanwhile);
+    :meth:`configure` then gives it what the plan found."""
 
-    def __init__(
-        self, settings: PredictorSettings, k: int, batch_size: int, counter: Any = None,
-        classes: Mapping[str, np.ndarray] | None = None,
-    ) -> None:  # fmt: skip
+    def __init__(self, settings: PredictorSettings, k: int, batch_size: int) -> None:
         import torch
 
         keep_freed_memory()  # each batch's buffers stay in the heap for the next one (see mlray.inference.malloc)
         if settings.cpu_threads and not torch.cuda.is_available():
             torch.set_num_threads(int(settings.cpu_threads))
-        self.settings, self.k, self.batch_size, self.counter = settings, k, batch_size, counter
-        self.classes = dict(classes or {})
+        self.settings, self.k, self.batch_size = settings, k, batch_size
+        self.counter: Any = None
+        self.classes: dict[str, np.ndarray] = {}
         self.stage: ModelStage | None = None
         self.predictor: Predictor | None = None
+
+    def configure(self, counter: Any = None, classes: Mapping[str, np.ndarray] | None = None) -> None:
+        """``counter`` (a :func:`start_counter` actor, or None) gets each batch's image count for live progress;
+        ``classes`` maps a dataset that covers only some classes to them (its rows keep the top-K and every one of
+        those classes)."""
+        self.counter, self.classes = counter, dict(classes or {})
 
     def ready(self) -> str:
         """The id of the node this slot runs on (answers once the actor is placed and started)."""
