@@ -1,5 +1,5 @@
-"""How the processes of a run use the CPU: decode work below the models' priority, and a slot's allocator that keeps
-freed memory for the next batch (no Ray needed)."""
+"""How the processes of a run use the CPU: decode work at idle priority below the models, and a slot's allocator
+that keeps freed memory for the next batch (no Ray needed)."""
 
 from __future__ import annotations
 
@@ -15,43 +15,44 @@ from PIL import Image
 from mlray.errors import MlrayError
 from mlray.images import plan_shards
 from mlray.inference import worker
-from mlray.inference.worker import DECODE_NICE, at_low_priority, decode_batch
+from mlray.inference.worker import at_low_priority, decode_batch
 from mlray.models import Preprocessing
 
 linux_only = pytest.mark.skipif(sys.platform != "linux", reason="per-thread niceness and glibc's mallopt are Linux's")
 
 
-def _nice() -> int:
-    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+def _policy() -> int:
+    return os.sched_getscheduler(0)  # this thread's scheduling policy
 
 
 @linux_only
-def test_low_priority_work_runs_in_a_nicer_thread_and_the_caller_keeps_its_priority():
-    base = _nice()
-    got = at_low_priority(lambda a, b: (a + b, _nice(), threading.get_native_id()), 2, 3)
+def test_low_priority_work_runs_in_an_idle_priority_thread_and_the_caller_keeps_its_own():
+    base = _policy()
+    assert base != os.SCHED_IDLE
+    got = at_low_priority(lambda a, b: (a + b, _policy(), threading.get_native_id()), 2, 3)
     assert got[0] == 5
-    assert got[1] == min(19, base + DECODE_NICE)
+    assert got[1] == os.SCHED_IDLE
     assert got[2] != threading.get_native_id()  # another thread ...
-    assert _nice() == base  # ... and this one is as it was
+    assert _policy() == base  # ... and this one is as it was
 
     def fails() -> None:
         raise MlrayError("images/x.JPEG: not an image")
 
     with pytest.raises(MlrayError, match=r"^images/x\.JPEG: not an image$"):
         at_low_priority(fails)
-    assert _nice() == base
+    assert _policy() == base
 
 
 @linux_only
 def test_a_decode_task_decodes_at_the_lower_priority(tmp_path, monkeypatch):
-    """Every image of decode_batch is decoded in the nicer thread (a model beside it keeps the CPUs)."""
+    """Every image of decode_batch is decoded in the idle-priority thread (a model beside it keeps the CPUs)."""
     for i in (1, 2):
         Image.fromarray(np.full((30, 40, 3), 60 * i, np.uint8)).save(tmp_path / f"ILSVRC2012_val_0000000{i}.JPEG")
     seen: list[int] = []
     decode = worker.decode_image
 
     def recording(data, max_pixels):
-        seen.append(_nice())
+        seen.append(_policy())
         return decode(data, max_pixels=max_pixels)
 
     monkeypatch.setattr(worker, "decode_image", recording)
@@ -60,7 +61,7 @@ def test_a_decode_task_decodes_at_the_lower_priority(tmp_path, monkeypatch):
     out = decode_batch({"key": np.array(["k"]), "groups": np.array(["0"])}, {"k": shard}, {0: prep}, 10**9)
     assert out["images_0"].shape == (2, 16, 16, 3)
     assert out["images_0"][:, 8, 8, 0].tolist() == [60, 120]
-    assert seen == [min(19, _nice() + DECODE_NICE)] * 2
+    assert seen == [os.SCHED_IDLE] * 2
 
 
 FAULTS = """
