@@ -8,11 +8,14 @@ each finished (model, shard) into the resumable Parquet store (:mod:`mlray.store
 ``slots``     model slots sized per node (never from the cluster's totals), checked before anything starts
 ``schedule``  the policy (pure): open groups, longest model first, helping at the end; :func:`simulate`
 ``worker``    what runs inside Ray: :func:`decode_batch` (Ray Data: read + decode once, resize per
-              preprocessing), :class:`SlotWorker` (one actor per slot, one model at a time)
+              preprocessing, at idle CPU priority), :class:`SlotWorker` (one actor per slot, one model at a
+              time)
+``malloc``    a slot process's allocator: freed memory kept for the next batch (glibc ``mallopt``)
 ``dispatch``  the loop: starts slots, decodes groups into the cache, hands out chunks, survives lost slots
 ``timing``    each model's steady images/s (after its first batch on a slot), as the manifest records it
 ``progress``  :class:`ProgressSink`: the protocol the driver reports live progress to
-``driver``    :func:`run_inference` -> :class:`InferenceResult`: planning, dispatch, storing, reconciliation
+``driver``    :func:`run_inference` -> :class:`InferenceResult`: slots started, planning, dispatch, storing,
+              reconciliation
 ``estimate``  :func:`estimate_run`: what ``mlray plan`` prints (no inference, offline)
 ============  ===============================================================================================
 
