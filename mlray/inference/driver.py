@@ -115,8 +115,10 @@ def run_inference(
     settings = config.inference
     nodes = cluster_nodes(ray)
     slot_plan = plan_slots(nodes, settings)
-    early = {s.id: _start_slot(ray, s, settings, slot_plan.batch_size) for s in slot_plan.slots}
+    early: dict[str, Any] = {}  # slot id -> its actor, until the dispatch loop takes it
     try:  # the slots' processes import torch while the run is planned; those the dispatch never took go here
+        for slot in slot_plan.slots:
+            early[slot.id] = _start_slot(ray, slot, settings, slot_plan.batch_size)
         return _run_inference(ray, config, Path(out_dir), progress, start, nodes, slot_plan, early)
     finally:
         for handle in early.values():
