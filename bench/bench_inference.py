@@ -207,8 +207,9 @@ def main() -> int:
               flush=True)  # fmt: skip
     cluster.connect(num_cpus=args.num_cpus)
 
-    # "already started", as a running cluster is: its worker processes up (one trivial task per CPU waits for them)
-    def pid() -> int:  # a trivial task (defined here, so Ray ships it by value)
+    # "already started", as a running cluster is: its worker processes up (one task per CPU, all at once)
+    def pid() -> int:  # defined here, so Ray ships it by value
+        time.sleep(1.0)
         return os.getpid()
 
     ray.get([ray.remote(num_cpus=1)(pid).remote() for _ in range(args.num_cpus)])

@@ -77,6 +77,15 @@ print(kept, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
+def _glibc() -> tuple[int, ...]:
+    try:
+        name, version = os.confstr("CS_GNU_LIBC_VERSION").split()  # "glibc 2.36"
+        return tuple(int(x) for x in version.split(".")[:2])
+    except (AttributeError, ValueError, OSError):
+        return ()
+
+
+@pytest.mark.skipif(_glibc() < (2, 35), reason="glibc before 2.35 keeps buffers of up to 32 MiB only")
 @linux_only
 def test_a_slot_process_keeps_freed_buffers_instead_of_faulting_them_in_every_batch():
     """glibc serves a 64 MiB buffer with a fresh mmap each time (16,384 pages to fault in again); after
@@ -93,3 +102,25 @@ def test_a_slot_process_keeps_freed_buffers_instead_of_faulting_them_in_every_ba
     assert (kept, untouched) == ("True", "None")
     assert tuned < 200  # nine buffers of 64 MiB, (almost) no page faulted in again
     assert plain > max(10 * tuned, 250)  # without: every buffer faults in again (THP or not)
+
+
+def test_on_glibc_before_2_35_the_thresholds_fall_back_to_32_mib(monkeypatch):
+    """glibc before 2.35 refuses an mmap threshold over 32 MiB: the thresholds are set to 32 MiB instead (the mmap
+    threshold first, since setting the others stops glibc from raising it by itself), and the result says so."""
+    from mlray.inference import malloc
+
+    calls: list[tuple[int, int]] = []
+
+    class Mallopt:  # a ctypes function of glibc 2.34: it takes argtypes and restype, and refuses over 32 MiB
+        def __call__(self, option: int, value: int) -> int:
+            calls.append((option, value))
+            return 0 if option == malloc.M_MMAP_THRESHOLD and value > 32 << 20 else 1
+
+    class OldGlibc:
+        mallopt = Mallopt()
+
+    monkeypatch.setattr(malloc.sys, "platform", "linux")
+    monkeypatch.setattr(malloc.ctypes, "CDLL", lambda name: OldGlibc())
+    assert malloc.keep_freed_memory() is False
+    mib = 1 << 20
+    assert calls == [(-3, 1024 * mib), (-3, 32 * mib), (-1, 32 * mib), (-2, 256 * mib)]

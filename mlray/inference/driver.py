@@ -112,6 +112,8 @@ def run_inference(
     import ray
 
     start = time.perf_counter()
+    if not config.models:
+        raise _no_models(config)
     settings = config.inference
     nodes = cluster_nodes(ray)
     slot_plan = plan_slots(nodes, settings)
@@ -122,7 +124,10 @@ def run_inference(
         return _run_inference(ray, config, Path(out_dir), progress, start, nodes, slot_plan, early)
     finally:
         for handle in early.values():
-            ray.kill(handle)
+            try:
+                ray.kill(handle)
+            except Exception:  # the run's own error (a lost connection, say) is the one to report
+                pass
 
 
 def _run_inference(
@@ -133,8 +138,8 @@ def _run_inference(
     loop uses it)."""
     settings = config.inference
     specs = model_specs(config.models, config.base_dir)
-    if not specs:
-        raise MlrayError(f"{config.source}: no models to evaluate (add a 'models:' list)")
+    if not specs:  # a list file that names none
+        raise _no_models(config)
     runs = [ModelRun(spec, resolve_preprocessing(spec), model_info(spec)) for spec in specs]
     names = [r.spec.name for r in runs]
 
@@ -202,6 +207,11 @@ def _run_inference(
             f"{d} / {m}: {c['images']:,} images in but {c['predictions']:,} predictions + {c['errors']:,} errors"
         )
     return result
+
+
+def _no_models(config: RunConfig) -> MlrayError:
+    """The one-line error of a config without a model to evaluate."""
+    return MlrayError(f"{config.source}: no models to evaluate (add a 'models:' list)")
 
 
 def _start_slot(ray: Any, slot: Slot, settings: InferenceConfig, batch_size: int) -> Any:

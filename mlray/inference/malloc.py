@@ -19,15 +19,18 @@ M_TOP_PAD = -2
 M_MMAP_THRESHOLD = -3
 KEEP_BYTES = 1 << 30
 """Allocations below this come from the heap (not ``mmap``), and up to this much free memory stays at its top."""
+OLD_GLIBC_MMAP_MAX = 32 << 20
+"""The largest mmap threshold glibc before 2.35 accepts (``HEAP_MAX_SIZE / 2`` on 64-bit)."""
 TOP_PAD_BYTES = 1 << 28
 """The heap grows by at least this much at a time."""
 
 
 def keep_freed_memory() -> bool:
     """Set glibc's ``M_MMAP_THRESHOLD`` and ``M_TRIM_THRESHOLD`` to :data:`KEEP_BYTES` and ``M_TOP_PAD`` to
-    :data:`TOP_PAD_BYTES` in this process (``mallopt``); True when all three were set. A no-op returning False
-    off Linux or without glibc's ``mallopt`` (musl, say); memory a preloaded allocator (jemalloc ...) manages is
-    unaffected."""
+    :data:`TOP_PAD_BYTES` in this process (``mallopt``); True when all three were set. glibc before 2.35 refuses an
+    mmap threshold over :data:`OLD_GLIBC_MMAP_MAX`: there the thresholds are set to that instead (buffers up to
+    32 MiB are kept) and the result is False. A no-op returning False off Linux or without glibc's ``mallopt``
+    (musl, say); memory a preloaded allocator (jemalloc ...) manages is unaffected."""
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -36,5 +39,10 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    settings = ((M_MMAP_THRESHOLD, KEEP_BYTES), (M_TRIM_THRESHOLD, KEEP_BYTES), (M_TOP_PAD, TOP_PAD_BYTES))
-    return all([mallopt(option, value) == 1 for option, value in settings])
+    # the mmap threshold first: once the others are set, glibc stops raising it by itself, so they go only with it
+    for keep in (KEEP_BYTES, OLD_GLIBC_MMAP_MAX):
+        if mallopt(M_MMAP_THRESHOLD, keep) == 1:
+            trim = mallopt(M_TRIM_THRESHOLD, keep) == 1
+            pad = mallopt(M_TOP_PAD, TOP_PAD_BYTES) == 1
+            return keep == KEEP_BYTES and trim and pad
+    return False
