@@ -113,7 +113,7 @@ def run_inference(
 
     start = time.perf_counter()
     if not config.models:
-        raise _no_models(config)
+        raise MlrayError(f"{config.source}: no models to evaluate (add a 'models:' list)")
     settings = config.inference
     nodes = cluster_nodes(ray)
     slot_plan = plan_slots(nodes, settings)
@@ -137,9 +137,7 @@ def _run_inference(
     """:func:`run_inference` once its slots are started (``early``: slot id -> actor, each taken out as the dispatch
     loop uses it)."""
     settings = config.inference
-    specs = model_specs(config.models, config.base_dir)
-    if not specs:  # a list file that names none
-        raise _no_models(config)
+    specs = model_specs(config.models, config.base_dir)  # never empty: a list file naming no model raises
     runs = [ModelRun(spec, resolve_preprocessing(spec), model_info(spec)) for spec in specs]
     names = [r.spec.name for r in runs]
 
@@ -207,11 +205,6 @@ def _run_inference(
             f"{d} / {m}: {c['images']:,} images in but {c['predictions']:,} predictions + {c['errors']:,} errors"
         )
     return result
-
-
-def _no_models(config: RunConfig) -> MlrayError:
-    """The one-line error of a config without a model to evaluate."""
-    return MlrayError(f"{config.source}: no models to evaluate (add a 'models:' list)")
 
 
 def _start_slot(ray: Any, slot: Slot, settings: InferenceConfig, batch_size: int) -> Any:
