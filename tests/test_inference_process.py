@@ -124,3 +124,18 @@ def test_on_glibc_before_2_35_the_thresholds_fall_back_to_32_mib(monkeypatch):
     assert malloc.keep_freed_memory() is False
     mib = 1 << 20
     assert calls == [(-3, 1024 * mib), (-3, 32 * mib), (-1, 32 * mib), (-2, 256 * mib)]
+
+
+def test_a_worker_process_imports_what_the_worker_needs_and_not_the_driver():
+    # Ray imports mlray.inference.worker in every slot and decode process; the package's names are lazy (PEP 562),
+    # so that import brings neither the driver's stack (config, pandas, pydantic) nor torch/timm (a slot imports
+    # those in its __init__, a decode task never)
+    code = (
+        "import sys, mlray.inference.worker\n"
+        "heavy = ('pandas', 'pydantic', 'torch', 'timm', 'mlray.config', 'mlray.inference.driver')\n"
+        "print(','.join(m for m in heavy if m in sys.modules))\n"
+        "from mlray.inference import SlotWorker, run_inference\n"
+        "print(run_inference.__module__, SlotWorker.__module__, 'pandas' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == ["", "mlray.inference.driver mlray.inference.worker True"]

@@ -23,24 +23,44 @@ Store layout, resume and the finished-shard rule: :mod:`mlray.store.layout`. The
 ``docs/design.md`` ("Scheduling").
 """
 
-from .costs import Rate, cost_table, model_rate, stored_rates, table_rate
-from .driver import InferenceResult, ModelRun, run_inference
-from .plan import (
-    PlannedShard,
-    PrepGroup,
-    build_works,
-    model_specs,
-    planned_shards,
-    prep_groups,
-    reuse_notes,
-    reused_shards,
-)
-from .progress import ProgressSink
-from .schedule import Chunk, Scheduler, Simulation, Work, lower_bound, simulate
-from .slots import Node, Slot, SlotPlan, cluster_nodes, plan_slots
-from .timing import SteadyRates
-from .worker import ModelStage, Predictor, PredictorSettings, SlotWorker, decode_batch, read_rows
+from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .costs import Rate, cost_table, model_rate, stored_rates, table_rate
+    from .driver import InferenceResult, ModelRun, run_inference
+    from .plan import (
+        PlannedShard,
+        PrepGroup,
+        build_works,
+        model_specs,
+        planned_shards,
+        prep_groups,
+        reuse_notes,
+        reused_shards,
+    )
+    from .progress import ProgressSink
+    from .schedule import Chunk, Scheduler, Simulation, Work, lower_bound, simulate
+    from .slots import Node, Slot, SlotPlan, cluster_nodes, plan_slots
+    from .timing import SteadyRates
+    from .worker import ModelStage, Predictor, PredictorSettings, SlotWorker, decode_batch, read_rows
+
+_HOME = {
+    "costs": ("Rate", "cost_table", "model_rate", "stored_rates", "table_rate"),
+    "driver": ("InferenceResult", "ModelRun", "run_inference"),
+    "plan": (
+        "PlannedShard", "PrepGroup", "build_works", "model_specs", "planned_shards", "prep_groups", "reuse_notes",
+        "reused_shards",
+    ),
+    "progress": ("ProgressSink",),
+    "schedule": ("Chunk", "Scheduler", "Simulation", "Work", "lower_bound", "simulate"),
+    "slots": ("Node", "Slot", "SlotPlan", "cluster_nodes", "plan_slots"),
+    "timing": ("SteadyRates",),
+    "worker": ("ModelStage", "Predictor", "PredictorSettings", "SlotWorker", "decode_batch", "read_rows"),
+}  # fmt: skip
+_MODULE_OF = {name: module for module, names in _HOME.items() for name in names}
 __all__ = [
     "Chunk",
     "InferenceResult",
@@ -78,3 +98,19 @@ __all__ = [
     "stored_rates",
     "table_rate",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """The public names above, each imported from its module on first use (PEP 562): a Ray worker process that
+    imports :mod:`mlray.inference.worker` then imports what the worker needs, not the driver (pandas and the config
+    stack, about 0.4 s per process)."""
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

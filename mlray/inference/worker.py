@@ -244,10 +244,11 @@ class Predictor:
 
 class SlotWorker:
     """One model slot (a Ray actor): runs chunks of shards through their model, one model held at a time (a chunk
-    of another model replaces it). It is started before the run is planned (its process imports torch meanwhile);
-    :meth:`configure` then gives it what the plan found."""
+    of another model replaces it). It is started before the run is planned (its process imports torch and timm
+    meanwhile); :meth:`configure` then gives it what the plan found."""
 
     def __init__(self, settings: PredictorSettings, k: int, batch_size: int) -> None:
+        import timm  # noqa: F401  (what building a model imports: here it overlaps the driver's planning)
         import torch
 
         keep_freed_memory()  # each batch's buffers stay in the heap for the next one (see mlray.inference.malloc)
