@@ -114,24 +114,28 @@ def mlray_run(models: list[str], manifest: Path, batch_size: int, per_gpu: int, 
             "slots": result.slots, "errors": sum(c["errors"] for c in result.counts.values())}  # fmt: skip
 
 
-def _pil_decode(path: str) -> int:
-    """One image as a decode task makes it for resnet50: read, decode to RGB, resize and crop (timm-exact)."""
+def _pil_decode(path: str, prep) -> int:
+    """One image as a decode task makes it for ``prep``: read, decode to RGB, resize and crop (timm-exact)."""
     from mlray.images import decode_image
     from mlray.models import preprocess_uint8
 
     with open(path, "rb") as f:
-        return int(preprocess_uint8(decode_image(f.read()), prep_of("resnet50")).shape[0])
+        return int(preprocess_uint8(decode_image(f.read()), prep).shape[0])
 
 
 def cpu_decode_rate(files: list[str], n: int, workers: int) -> float:
-    """Images/s of :func:`_pil_decode` over ``n`` images (cycling ``files``) in a pool of ``workers`` processes."""
+    """Images/s of :func:`_pil_decode` for resnet50 over ``n`` images (cycling ``files``) in a pool of ``workers``
+    fresh processes (spawned: no torch or CUDA state inherited; they import what a decode task imports)."""
+    import functools
+    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     paths = [files[i % len(files)] for i in range(n)]
-    with ProcessPoolExecutor(workers) as pool:
-        list(pool.map(_pil_decode, paths[: workers * 4]))  # every process up and its imports done
+    work = functools.partial(_pil_decode, prep=prep_of("resnet50"))
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        list(pool.map(work, paths[: workers * 4]))  # every process up and its imports done
         start = time.perf_counter()
-        list(pool.map(_pil_decode, paths, chunksize=32))
+        list(pool.map(work, paths, chunksize=32))
         return n / (time.perf_counter() - start)
 
 
@@ -141,7 +145,7 @@ def gpu_decode_rate(files: list[str], n: int, batch: int, device: str) -> float:
     crop on the GPU."""
     import torch
     import torch.nn.functional as F
-    from torchvision.io import decode_jpeg, read_file
+    from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
     prep = prep_of("resnet50")
     crop = prep.input_size[1]
@@ -151,7 +155,7 @@ def gpu_decode_rate(files: list[str], n: int, batch: int, device: str) -> float:
 
     def run(some) -> None:
         for group in some:
-            for img in decode_jpeg(group, device=device):
+            for img in decode_jpeg(group, mode=ImageReadMode.RGB, device=device):  # RGB, as PIL's .convert
                 h, w = img.shape[1:]
                 size = (short, round(w * short / h)) if h <= w else (round(h * short / w), short)
                 x = F.interpolate(img[None].float(), size=size, mode="bicubic", antialias=True)
@@ -176,8 +180,15 @@ def main() -> int:
     ap.add_argument("--smoke", action="store_true", help="on a CPU: a few images and steps, to check the script")
     args = ap.parse_args()
 
+    files = sorted(str(p) for p in args.photos.glob("*") if p.suffix.lower() in (".jpeg", ".jpg"))
+    if not files:
+        print(f"bench_gpu: no JPEG photo in {args.photos}", file=sys.stderr)
+        return 2
+    import pydantic  # noqa: F401  (what the run needs, before any measurement: a missing package fails at once)
     import ray
+    import ray.data  # noqa: F401
     import torch
+    from bench_inference import warm_up
 
     from mlray import cluster
 
@@ -188,7 +199,6 @@ def main() -> int:
     device = "cuda" if cuda else "cpu"
     if args.smoke:
         args.images, args.batch_size = min(args.images, 64), min(args.batch_size, 16)
-    files = sorted(str(p) for p in args.photos.iterdir() if p.suffix.lower() in (".jpeg", ".jpg"))
     cpus = os.cpu_count() or 1
     name = torch.cuda.get_device_name(0) if cuda else "no GPU (smoke check)"
     print(f"{name}, {cpus} CPUs, torch {torch.__version__}, {len(files)} photos x {args.images:,} rows, batch "
@@ -209,11 +219,7 @@ def main() -> int:
     print(f"decode + resize on the GPU (nvJPEG + torch): {gpu_rate:,.0f} img/s", flush=True)
 
     cluster.connect()
-
-    def nap() -> None:  # nested, so Ray ships it by value
-        time.sleep(1.0)
-
-    ray.get([ray.remote(num_cpus=1)(nap).remote() for _ in range(cpus)])  # "already started": worker processes up
+    warm_up(ray, cpus)
     with tempfile.TemporaryDirectory(prefix="mlray-bench-gpu-") as tmp:
         manifest = photo_manifest(args.photos, args.images, Path(tmp) / "photos.csv")
         one = mlray_run(["resnet50"], manifest, args.batch_size, 1, Path(tmp) / "one", device)
@@ -223,7 +229,8 @@ def main() -> int:
                   for per in (1, 4)}  # fmt: skip
         for per, r in shared.items():
             print(f"mlray four small models, models_per_pass {per} ({r['slots']} slots): {r['wall_s']:.1f} s = "
-                  f"{r['img_s']:,.0f} images x models / s", flush=True)  # fmt: skip
+                  f"{r['img_s']:,.0f} images x models / s; steady "
+                  + ", ".join(f"{m} {v:,.0f}" for m, v in r["steady"].items()), flush=True)  # fmt: skip
     ray.shutdown()
 
     steady = one["steady"].get("resnet50", float("nan"))

@@ -189,6 +189,8 @@ def main() -> int:
     ap.add_argument("--limit", type=int, help="at most this many photos per folder (a quick check)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
+    if args.repeat < 1:
+        ap.error("--repeat must be at least 1")
 
     import ray
     import torch

@@ -1,14 +1,15 @@
-"""Pack what bench/bench_gpu.py needs on the device machine and its image lacks, into ``.device/`` (git-ignored).
+"""Pack what bench/bench_gpu.py needs on a GPU machine that lacks it, into ``.device/`` (git-ignored).
 
-The device tool's GPU machine (NVIDIA H100/H200, Python 3.12 with torch, torchvision, timm, numpy, pandas, pyarrow,
-pillow, pyyaml, rich and typer) has no Ray, pydantic or jsonschema and cannot download. Only the working tree and
-the paths named in ``carry`` travel, 64 MiB in all, and Ray's wheel alone is 79 MB. So this script downloads, here,
-the x86-64 CPython 3.12 wheels of the versions installed here, rewrites Ray's without what a local ``ray.init``
-with Ray Data never imports (:data:`DROP`: the Java jar alone is 34 MB; about 42 MB are left; file modes kept, so
-the raylet and GCS binaries stay executable), and copies the photos. It fails, before anything travels, when the kit
-and the tracked files together would pass 60 MiB.
+For an offline CUDA machine whose Python 3.12 has torch, torchvision, timm, numpy, pandas, pyarrow, pillow, pyyaml,
+rich and typer but no Ray, pydantic or jsonschema, and which takes at most 64 MiB of files (the GPU machine lent to
+development sessions: the working tree plus the paths a call carries), while Ray's wheel alone is 79 MB. So this
+script downloads, here, the x86-64 CPython 3.12 wheels of the versions installed here, rewrites Ray's without what
+a local ``ray.init`` with Ray Data never imports (:data:`DROP`: the Java jar alone is 34 MB; about 40 MiB are left;
+file modes kept, so the raylet and GCS binaries stay executable), and copies the photos. It fails, before anything
+travels, when the kit and the other files that travel would pass 60 MiB, and it replaces only a folder that holds
+nothing but a kit.
 
-    python bench/device_kit.py            # then, with the device tool (carry: [".device"]):
+    python bench/device_kit.py            # then, on the GPU machine, with .device/ carried there:
 
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .device/wheels/*.whl
     && PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 python3 bench/bench_gpu.py --photos .device/photos
@@ -33,7 +34,7 @@ PACKAGES = ("ray", "pydantic", "pydantic-core", "annotated-types", "typing-inspe
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
              "manylinux1_x86_64")  # fmt: skip
 LIMIT_MIB = 60
-"""The kit and the tracked files together stay under this (the device tool carries 64 MiB a call)."""
+"""The kit and the other files that travel stay under this (the device tool carries 64 MiB a call)."""
 
 
 DROP = ("ray/jars/", "ray/rllib/", "ray/serve/", "ray/llm/", "ray/dashboard/client/")
@@ -56,8 +57,9 @@ def slim_wheel(src: Path, dst: Path, drop: tuple[str, ...] = DROP, drop_suffix: 
 
 
 def tracked_bytes() -> int:
-    """Bytes of the files git tracks in this checkout (what travels besides the kit)."""
-    names = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout.split(b"\0")
+    """Bytes of the files that travel besides the kit: those git tracks and the untracked ones it does not ignore."""
+    cmd = ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"]
+    names = subprocess.run(cmd, cwd=REPO, capture_output=True, check=True).stdout.split(b"\0")
     return sum((REPO / n.decode()).stat().st_size for n in names if n and (REPO / n.decode()).is_file())
 
 
@@ -72,7 +74,13 @@ def main() -> int:
         print(f"device_kit: no photo folder {args.photos}", file=sys.stderr)
         return 2
     wheels = args.out / "wheels"
-    shutil.rmtree(args.out, ignore_errors=True)
+    if args.out.exists():
+        others = sorted(p.name for p in args.out.iterdir() if p.name not in ("wheels", "photos"))
+        if others:
+            print(f"device_kit: {args.out} holds more than a kit ({', '.join(others[:3])}): not replacing it",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        shutil.rmtree(args.out)
     wheels.mkdir(parents=True)
     pins = [f"{p}=={importlib.metadata.version(p)}" for p in PACKAGES]
     with tempfile.TemporaryDirectory() as tmp:
@@ -93,8 +101,9 @@ def main() -> int:
     shutil.copytree(args.photos, args.out / "photos", ignore=shutil.ignore_patterns("*.md", "*.csv"))
     kit = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file())
     tree = tracked_bytes()
-    print(f"{args.out}: {kit / 2**20:.1f} MiB ({len(list(wheels.iterdir()))} wheels, "
-          f"{len(list((args.out / 'photos').iterdir()))} photos); tracked files {tree / 2**20:.1f} MiB")  # fmt: skip
+    n_photos = len(list((args.out / "photos").iterdir()))
+    print(f"{args.out}: {kit / 2**20:.1f} MiB ({len(list(wheels.iterdir()))} wheels, {n_photos} photos); other files "
+          f"that travel {tree / 2**20:.1f} MiB")  # fmt: skip
     if kit + tree > LIMIT_MIB * 2**20:
         print(f"device_kit: {(kit + tree) / 2**20:.1f} MiB would travel, over {LIMIT_MIB} MiB", file=sys.stderr)
         return 1

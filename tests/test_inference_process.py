@@ -135,7 +135,18 @@ def test_a_worker_process_imports_what_the_worker_needs_and_not_the_driver():
         "heavy = ('pandas', 'pydantic', 'torch', 'timm', 'mlray.config', 'mlray.inference.driver')\n"
         "print(','.join(m for m in heavy if m in sys.modules))\n"
         "from mlray.inference import SlotWorker, run_inference\n"
-        "print(run_inference.__module__, SlotWorker.__module__, 'pandas' in sys.modules)\n"
+        "print(run_inference.__module__, SlotWorker.__module__, 'mlray.inference.driver' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.splitlines() == ["", "mlray.inference.driver mlray.inference.worker True"]
+
+
+def test_every_public_name_of_the_inference_package_resolves_to_its_home_module():
+    import mlray.inference as package
+
+    assert set(package.__all__) == set(package._MODULE_OF) and len(package.__all__) == 35
+    for name in package.__all__:
+        home = f"mlray.inference.{package._MODULE_OF[name]}"
+        assert getattr(package, name) is getattr(sys.modules[home], name), name
+    with pytest.raises(AttributeError, match="has no attribute 'nothing_here'"):
+        package.nothing_here  # noqa: B018

@@ -102,8 +102,8 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     """The public names above, each imported from its module on first use (PEP 562): a Ray worker process that
-    imports :mod:`mlray.inference.worker` then imports what the worker needs, not the driver (pandas and the config
-    stack, about 0.4 s per process)."""
+    imports :mod:`mlray.inference.worker` then imports what the worker needs, not the driver, mlray's config and
+    pydantic (0.2-0.3 s per process here)."""
     module = _MODULE_OF.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -113,4 +113,5 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
+    """The module's globals and its lazy public names."""
     return sorted({*globals(), *__all__})
