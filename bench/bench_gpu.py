@@ -42,12 +42,11 @@ SMALL = ("mobilenetv3_small_100", "efficientnet_b0", "resnet18", "regnety_004")
 """Four small timm models (random weights)."""
 
 
-def photo_manifest(photos: Path, rows: int, out: Path) -> Path:
-    """A manifest CSV of ``rows`` rows cycling through the JPEG files of ``photos`` (ids ``r<row>_<stem>``)."""
-    files = sorted(p.resolve() for p in photos.iterdir() if p.suffix.lower() in (".jpeg", ".jpg"))
-    if not files:
-        raise SystemExit(f"bench_gpu: no JPEG photo in {photos}")
-    lines = ["path,image_id"] + [f"{files[i % len(files)]},r{i:07d}_{files[i % len(files)].stem}" for i in range(rows)]
+def photo_manifest(files: list[str], rows: int, out: Path) -> Path:
+    """A manifest CSV of ``rows`` rows cycling through the (absolute) photo paths ``files`` (ids
+    ``r<row>_<stem>``)."""
+    lines = ["path,image_id"] + [f"{files[i % len(files)]},r{i:07d}_{Path(files[i % len(files)]).stem}"
+                                 for i in range(rows)]  # fmt: skip
     out.write_text("\n".join(lines) + "\n")
     return out
 
@@ -180,7 +179,7 @@ def main() -> int:
     ap.add_argument("--smoke", action="store_true", help="on a CPU: a few images and steps, to check the script")
     args = ap.parse_args()
 
-    files = sorted(str(p) for p in args.photos.glob("*") if p.suffix.lower() in (".jpeg", ".jpg"))
+    files = sorted(str(p.resolve()) for p in args.photos.glob("*") if p.suffix.lower() in (".jpeg", ".jpg"))
     if not files:
         print(f"bench_gpu: no JPEG photo in {args.photos}", file=sys.stderr)
         return 2
@@ -221,7 +220,7 @@ def main() -> int:
     cluster.connect()
     warm_up(ray, cpus)
     with tempfile.TemporaryDirectory(prefix="mlray-bench-gpu-") as tmp:
-        manifest = photo_manifest(args.photos, args.images, Path(tmp) / "photos.csv")
+        manifest = photo_manifest(files, args.images, Path(tmp) / "photos.csv")
         one = mlray_run(["resnet50"], manifest, args.batch_size, 1, Path(tmp) / "one", device)
         print(f"mlray resnet50: {one['wall_s']:.1f} s end to end = {one['img_s']:,.0f} img/s; steady "
               f"{one['steady'].get('resnet50', float('nan')):,.0f} img/s", flush=True)  # fmt: skip

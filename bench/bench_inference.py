@@ -125,12 +125,11 @@ def ceiling_run(model_name: str, images, batch_size: int, k: int) -> dict:
     from mlray.models import ModelSpec, resolve_preprocessing
 
     spec = ModelSpec(model_name, "pypi")
+    stage = ModelStage(spec, resolve_preprocessing(spec))
     keep_freed_memory()  # the allocator settings of mlray's slots (from here on, this process keeps them)
     torch.set_num_threads(os.cpu_count() or 1)
     start = time.perf_counter()
-    predictor = Predictor(
-        ModelStage(spec, resolve_preprocessing(spec)), k, PredictorSettings(cpu_threads=os.cpu_count())
-    )
+    predictor = Predictor(stage, k, PredictorSettings(cpu_threads=os.cpu_count()))
     marks = []
     for i in range(0, len(images), batch_size):
         predictor(images[i : i + batch_size])
