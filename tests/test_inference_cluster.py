@@ -163,12 +163,13 @@ def test_a_slot_lost_mid_run_gives_its_chunks_to_the_other_slots(ray_cluster):
 
 
 @pytest.mark.ray
-def test_a_slot_is_told_to_prepare_a_model_whose_shards_are_still_decoding(ray_cluster):
+def test_a_slot_is_told_to_prepare_a_model_whose_shards_are_still_decoding(ray_cluster, tmp_path):
     """While a chunk's shards decode, its slot gets ``prepare(model)`` once, and that model's chunks follow it;
     a chunk whose shards are already there goes straight to ``run``."""
     import time
 
     ray = ray_cluster
+    up = tmp_path / "slot-is-up"  # the slot's ready() makes it; no shard is decoded before it
     from mlray.inference.dispatch import dispatch, slot_options
     from mlray.inference.schedule import Scheduler, Work
     from mlray.inference.slots import Slot
@@ -178,6 +179,7 @@ def test_a_slot_is_told_to_prepare_a_model_whose_shards_are_still_decoding(ray_c
             self.calls: list[tuple[str, str]] = []
 
         def ready(self) -> str:
+            up.touch()
             return "ok"
 
         def prepare(self, payload) -> None:
@@ -188,7 +190,10 @@ def test_a_slot_is_told_to_prepare_a_model_whose_shards_are_still_decoding(ray_c
             return [{"key": key, "calls": list(self.calls)} for window in windows for key, _ in window]
 
     def slow_decode(batch):
-        time.sleep(1.5)  # the slot is up long before the first shard is decoded
+        deadline = time.monotonic() + 120
+        while not up.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.5)  # the slot is up long before the first shard is decoded, however slowly it started
         return {"row": np.arange(2)}
 
     class Backend:
