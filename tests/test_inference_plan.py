@@ -38,7 +38,7 @@ from mlray.store import shard_tag
 def test_gpu_slots_are_one_per_gpu_of_each_node_and_ask_for_no_cpu():
     nodes = [Node("a", cpus=32, gpus=4), Node("b", cpus=8, gpus=2), Node("head", cpus=4, gpus=0)]
     plan = plan_slots(nodes, InferenceConfig())
-    assert plan.kind == "gpu" and (plan.batch_size, plan.decode_cpus) == (256, 1.0)
+    assert plan.kind == "gpu" and (plan.batch_size, plan.decode_cpus, plan.decode_threads) == (256, 1.0, 1)
     assert [(s.id, s.node, s.cpus, s.gpus, s.threads) for s in plan.slots] == [
         ("a/0", "a", 0.0, 1.0, None), ("a/1", "a", 0.0, 1.0, None), ("a/2", "a", 0.0, 1.0, None),
         ("a/3", "a", 0.0, 1.0, None), ("b/0", "b", 0.0, 1.0, None), ("b/1", "b", 0.0, 1.0, None),
@@ -66,11 +66,13 @@ def test_cpu_slots_are_sized_from_each_node_never_from_the_whole_cluster():
     tiny = [Node("head", 1, 0), Node("w1", 1, 0), Node("w2", 1, 0)]
     plan = plan_slots(tiny, InferenceConfig())
     assert [(s.node, s.cpus, s.threads) for s in plan.slots] == [("head", 0.5, 1), ("w1", 0.5, 1), ("w2", 0.5, 1)]
-    assert (plan.kind, plan.batch_size, plan.decode_cpus) == ("cpu", 32, 0.5)
+    assert (plan.kind, plan.batch_size, plan.decode_cpus, plan.decode_threads) == ("cpu", 32, 0.5, 1)
     # heterogeneous: a 2-CPU node gets one slot of 1 CPU (the other decodes) with 2 torch threads; a 32-CPU node
     # 4 slots (one per 8 CPUs) sharing 31 CPUs, 8 threads each
     plan = plan_slots([Node("small", 2, 0), Node("big", 32, 0)], InferenceConfig())
     assert [(s.node, s.cpus, s.threads) for s in plan.slots] == [("small", 1.0, 2)] + [("big", 7.75, 8)] * 4
+    # a decode task may use every CPU of the largest node (capped on its own node and by MAX_DECODE_THREADS)
+    assert (plan.decode_cpus, plan.decode_threads, plan.as_dict()["decode_threads"]) == (1.0, 32, 32)
     assert plan.decode_cpus == 1.0 and plan.as_dict()["slots"][0] == {
         "node": "small", "cpus": 1.0, "gpus": 0.0, "threads": 2,
     }  # fmt: skip

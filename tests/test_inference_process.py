@@ -64,6 +64,52 @@ def test_a_decode_task_decodes_at_the_lower_priority(tmp_path, monkeypatch):
     assert seen == [os.SCHED_IDLE] * 2
 
 
+@linux_only
+def test_a_decode_task_with_threads_decodes_on_several_idle_priority_threads_and_gives_the_same_shard(
+    tmp_path, monkeypatch
+):
+    """With threads, the images of a shard are shared among idle-priority threads (cores a model leaves idle
+    decode); every output array, failures included, equals the one-thread result."""
+    import time
+
+    for i in range(1, 7):
+        Image.fromarray(np.full((30, 40, 3), 30 * i, np.uint8)).save(tmp_path / f"ILSVRC2012_val_0000000{i}.JPEG")
+    (tmp_path / "ILSVRC2012_val_00000003.JPEG").write_bytes(b"GIF89a, not really")  # a decode failure
+    seen: list[tuple[int, int]] = []
+    decode = worker.decode_image
+
+    def recording(data, max_pixels):
+        seen.append((_policy(), threading.get_native_id()))
+        time.sleep(0.05)  # long enough that both threads take images
+        return decode(data, max_pixels=max_pixels)
+
+    monkeypatch.setattr(worker, "decode_image", recording)
+    monkeypatch.setattr(worker, "usable_cpus", lambda: 2)
+    shard = plan_shards(tmp_path, "imagenet-val-flat").shards[0]
+    small = Preprocessing((3, 16, 16), 1.0, "center", "bilinear", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    # group 1 resizes to 21333 x 16000 (crop_pct 0.001): over the per-image budget, an error of that group only
+    large = Preprocessing((3, 16, 16), 0.001, "center", "bilinear", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    batch = {"key": np.array(["k"]), "groups": np.array(["0,1"])}
+    one = decode_batch(batch, {"k": shard}, {0: small, 1: large}, 10**9)
+    assert len({tid for _, tid in seen}) == 1
+    seen.clear()
+    two = decode_batch(batch, {"k": shard}, {0: small, 1: large}, 10**9, threads=8)
+    assert [p for p, _ in seen] == [os.SCHED_IDLE] * 6  # every image, each at idle priority
+    assert len({tid for _, tid in seen}) == 2  # capped at the 2 CPUs
+    assert threading.get_native_id() not in {tid for _, tid in seen}
+    assert set(two) == set(one)
+    for name in one:
+        assert np.array_equal(two[name], one[name]), name
+    assert two["images_0"][:, 8, 8, 0].tolist() == [30, 60, 0, 120, 150, 180]
+    assert two["stage_0"].tolist() == ["", "", "decode", "", "", ""]
+    assert two["stage_1"].tolist() == ["decode"] * 6
+    bad = "not an image (GIF header: image not found in GIF frame)"
+    over = ("resize to 21333x16000 would need 1.37 GB (341,328,000 pixels), over the per-image budget (178,956,970 "
+            "pixels, 0.72 GB per buffer)")  # fmt: skip
+    assert two["error_0"].tolist() == ["", "", bad, "", "", ""]
+    assert two["error_1"].tolist() == [over, over, bad, over, over, over]
+
+
 FAULTS = """
 import resource, sys
 import numpy as np

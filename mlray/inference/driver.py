@@ -253,7 +253,8 @@ class _Backend:
         ``groups``."""
         shards = {key: self._shards[key].shard for key in keys}
         preps = {g: self._preps[g] for g in groups}
-        return decode_batch, {"shards": shards, "preps": preps, "max_pixels": self._settings.max_pixels}
+        return decode_batch, {"shards": shards, "preps": preps, "max_pixels": self._settings.max_pixels,
+                              "threads": self._plan.decode_threads}  # fmt: skip
 
     def rows(self, key: str) -> int:
         """Images in shard ``key``."""

@@ -10,7 +10,11 @@ A slot is one long-lived Ray actor that runs one model at a time (:class:`~mlray
   slots of a node share its CPUs minus up to one kept for decoding (half of a one-CPU node), and each slot's
   torch uses about the node's CPUs over its slots in threads; model batches of 32.
 
-Decode tasks ask for ``decode_cpus``: one CPU, or what the nodes keep free for decoding when that is less.
+Decode tasks ask for ``decode_cpus``: one CPU, or what the nodes keep free for decoding when that is less. Each
+decodes its shard with ``decode_threads`` threads at the lowest CPU priority (capped by the CPUs of the node it runs
+on, see :func:`mlray.inference.worker.decode_batch`): one on GPU nodes, whose CPUs each run a decode task of their
+own; on CPU nodes as many as the node has CPUs, so the CPUs a slot holds decode whenever its model leaves them idle
+(while it waits for its next shard, say).
 :func:`plan_slots` raises a one-line :class:`~mlray.errors.MlrayError` naming the resource when a setting asks
 for what no node has, so a run never waits forever for an actor that cannot be placed.
 """
@@ -76,13 +80,14 @@ class Slot:
 
 @dataclass(frozen=True)
 class SlotPlan:
-    """The slots of a run, the kind of device they hold (``gpu`` or ``cpu``), the images per model batch and the
-    CPUs each decode task asks for."""
+    """The slots of a run, the kind of device they hold (``gpu`` or ``cpu``), the images per model batch, the
+    CPUs each decode task asks for and the threads it may decode with."""
 
     kind: str
     slots: tuple[Slot, ...]
     batch_size: int
     decode_cpus: float
+    decode_threads: int = 1
 
     def as_dict(self) -> dict[str, Any]:
         """The plan, as the run manifest records it."""
@@ -90,6 +95,7 @@ class SlotPlan:
             "slot_kind": self.kind,
             "batch_size": self.batch_size,
             "decode_cpus": self.decode_cpus,
+            "decode_threads": self.decode_threads,
             "slots": [s.as_dict() for s in self.slots],
         }
 
@@ -161,7 +167,7 @@ def _cpu_slots(nodes: Sequence[Node], settings: InferenceConfig) -> SlotPlan:
             f"inference: model slots of {asked:g} CPUs (cpus_per_actor) leave no CPU on any node to decode images "
             "on: lower cpus_per_actor"
         )
-    return SlotPlan("cpu", tuple(slots), settings.batch_size or CPU_BATCH_SIZE, decode_cpus)
+    return SlotPlan("cpu", tuple(slots), settings.batch_size or CPU_BATCH_SIZE, decode_cpus, max(1, int(most)))
 
 
 def gpu_slot_plan(gpus: int, settings: InferenceConfig) -> SlotPlan:

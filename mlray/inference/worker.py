@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -33,6 +34,8 @@ from .malloc import keep_freed_memory
 T = TypeVar("T")
 DECODE_NICE = 19
 """The niceness of decode work where Linux's ``SCHED_IDLE`` policy is refused (:func:`at_low_priority`)."""
+MAX_DECODE_THREADS = 4
+"""At most this many threads decode the images of one shard (:func:`decode_batch`)."""
 
 Decoded = dict[str, np.ndarray]
 """One shard decoded for one preprocessing: ``image_id``, ``path``, ``stage``, ``error`` (str arrays; ``error``
@@ -90,7 +93,11 @@ def read_rows(row: Mapping[str, Any], shards: Sequence[tuple[str, Shard]]) -> li
 
 
 def decode_batch(
-    batch: Mapping[str, np.ndarray], shards: Mapping[str, Shard], preps: Mapping[int, Preprocessing], max_pixels: int
+    batch: Mapping[str, np.ndarray],
+    shards: Mapping[str, Shard],
+    preps: Mapping[int, Preprocessing],
+    max_pixels: int,
+    threads: int = 1,
 ) -> dict[str, np.ndarray]:
     """The Ray Data ``map_batches`` function of a decode wave: ``batch`` is one row ``{"key": shard key, "groups":
     "0,3"}`` (the groups of ``preps`` that need the shard); the result is the shard's images, one row each: every
@@ -99,12 +106,19 @@ def decode_batch(
     ``preps`` the shard is not needed for get 1 x 1 placeholders. A read or decode failure is that image's error
     for every group; a resize failure only for the group it failed in. The work runs at a lower CPU priority
     (:func:`at_low_priority`), so a model on the same node's CPUs runs at full speed and decoding takes the
-    cycles it leaves."""
-    return at_low_priority(_decode_shard, batch, shards, preps, max_pixels)
+    cycles it leaves; with ``threads`` > 1, the shard's images are decoded by that many threads (at most
+    :data:`MAX_DECODE_THREADS` and the CPUs this process may run on), each at that priority, so every core a
+    model leaves idle decodes (Pillow releases the GIL while it decodes and resizes). The result does not depend
+    on ``threads``."""
+    return at_low_priority(_decode_shard, batch, shards, preps, max_pixels, threads)
 
 
 def _decode_shard(
-    batch: Mapping[str, np.ndarray], shards: Mapping[str, Shard], preps: Mapping[int, Preprocessing], max_pixels: int
+    batch: Mapping[str, np.ndarray],
+    shards: Mapping[str, Shard],
+    preps: Mapping[int, Preprocessing],
+    max_pixels: int,
+    threads: int = 1,
 ) -> dict[str, np.ndarray]:
     key = str(batch["key"][0])
     needed = {int(g) for g in str(batch["groups"][0]).split(",") if g}
@@ -114,20 +128,30 @@ def _decode_shard(
     images = {g: np.zeros((n, h, w, 3), dtype=np.uint8) for g, (h, w) in size.items()}
     stage = {g: [r["stage"] for r in rows] for g in preps}
     error = {g: [r["error"] for r in rows] for g in preps}
-    for i, row in enumerate(rows):
-        if row["error"]:
-            continue
+
+    def one(i: int) -> None:  # image i, into row i of every output (threads write distinct rows)
+        if rows[i]["error"]:
+            return
         try:
-            img = decode_image(row["data"], max_pixels=max_pixels)
+            img = decode_image(rows[i]["data"], max_pixels=max_pixels)
         except Exception as exc:  # ImageError, or anything else an image can do to a decoder
             for g in preps:
                 stage[g][i], error[g][i] = _failure(exc)
-            continue
+            return
         for g in needed:
             try:
                 images[g][i] = preprocess_uint8(img, preps[g])
             except Exception as exc:  # the memory budget of the resize, or anything else a resizer can do
                 stage[g][i], error[g][i] = _failure(exc)
+
+    threads = min(threads, MAX_DECODE_THREADS, usable_cpus(), n)
+    if threads > 1:
+        with ThreadPoolExecutor(threads, thread_name_prefix="mlray-decode", initializer=lower_this_thread) as pool:
+            for _ in pool.map(one, range(n)):
+                pass
+    else:
+        for i in range(n):
+            one(i)
     out: dict[str, np.ndarray] = {
         "image_id": np.array([r["image_id"] for r in rows], dtype=str),
         "path": np.array([r["path"] for r in rows], dtype=str),
@@ -137,6 +161,29 @@ def _decode_shard(
         out[f"error_{g}"] = np.array(error[g], dtype=str)
         out[f"images_{g}"] = images[g]
     return out
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the platform has one, else every CPU; at least 1)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def lower_this_thread() -> None:
+    """Put the calling thread at the lowest CPU priority it may take: Linux's ``SCHED_IDLE`` policy (it runs when a
+    core would otherwise idle), else niced by :data:`DECODE_NICE`, else (not allowed: a sandbox, say) as it is.
+    Per thread on Linux: the process's other threads keep their scheduling. Elsewhere than Linux, nothing."""
+    if sys.platform != "linux":
+        return
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # 0: this thread only
+    except OSError:
+        try:  # no SCHED_IDLE here: the nicest priority instead (niceness is per thread on Linux too)
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DECODE_NICE)
+        except OSError:  # not allowed either: the caller's priority
+            pass
 
 
 def at_low_priority(fn: Callable[..., T], *args: Any) -> T:
@@ -154,13 +201,7 @@ def at_low_priority(fn: Callable[..., T], *args: Any) -> T:
     out: list[Any] = []
 
     def work() -> None:
-        try:
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # 0: this thread only
-        except OSError:
-            try:  # no SCHED_IDLE here: the nicest priority instead (niceness is per thread on Linux too)
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DECODE_NICE)
-            except OSError:  # not allowed either (a sandbox, say): the caller's priority
-                pass
+        lower_this_thread()
         try:
             out.append((True, fn(*args)))
         except BaseException as exc:  # the caller raises it
