@@ -15,9 +15,9 @@ the clock starts; no read, no decode), through mlray's own :class:`mlray.inferen
 softmax, top-K), torch with the same threads and the same allocator settings as mlray's slots
 (:func:`mlray.inference.malloc.keep_freed_memory`, which the DataLoader baseline, as validate.py, does not have).
 
-mlray: ``run_inference`` on the same config (one local Ray instance with every core, already started and its
-worker processes up), with the same models, batch size and K; the three lite models go through ONE run that reads
-each image once and resizes it once per preprocessing.
+mlray: ``run_inference`` on the same config (one local Ray instance with every core, already started and the
+worker processes it starts ahead up and idle, as ``mlray evaluate`` finds them), with the same models, batch size
+and K; the three lite models go through ONE run that reads each image once and resizes it once per preprocessing.
 
 Figures, for each side:
   * end to end: wall seconds from the start (DataLoader and ceiling: model built and loaded; mlray:
@@ -167,15 +167,30 @@ def mlray_run(models: list[str], folders: list[Path], batch_size: int, k: int, o
     }  # fmt: skip
 
 
-def warm_up(ray, cpus: int) -> None:
-    """Make the local Ray instance "already started", as a running cluster is: its worker processes up (one task
-    per CPU, all at once)."""
+def idle_workers() -> int:
+    """Ray worker processes of this machine that are up and have run nothing yet (process title ``ray::IDLE``)."""
+    n = 0
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            n += cmdline.read_bytes().startswith(b"ray::IDLE")
+        except OSError:  # the process ended meanwhile
+            pass
+    return n
 
-    def pid() -> int:  # nested, so Ray ships it by value
-        time.sleep(1.0)
-        return os.getpid()
 
-    ray.get([ray.remote(num_cpus=1)(pid).remote() for _ in range(cpus)])
+def wait_for_workers(cpus: int, timeout_s: float = 60.0) -> int:
+    """Make the local Ray instance "already started", as ``mlray evaluate`` finds it after ``ray.init``: wait until
+    the ``cpus`` worker processes Ray starts ahead are up and idle (at most ``timeout_s``), and run nothing on them.
+    A slot actor then starts in one of them, as in a real run; a worker that has run a task would not be given to
+    an actor, which would wait for a new process (0.5-1 s here). Returns the idle workers found."""
+    if not Path("/proc").is_dir():  # not Linux: no process titles to read, a fixed wait instead
+        time.sleep(3.0)
+        return -1
+    deadline = time.monotonic() + timeout_s
+    while (n := idle_workers()) < cpus and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)  # the last one registering with its raylet
+    return n
 
 
 def main() -> int:
@@ -239,7 +254,7 @@ def main() -> int:
                 print(f"[{rep + 1}/{args.repeat}] ceiling {m}: {r['wall_s']:6.1f} s = {r['img_s']:6.1f} img/s; steady "
                       f"{r['steady_img_s']:6.1f} img/s", flush=True)  # fmt: skip
             cluster.connect(num_cpus=args.num_cpus)
-            warm_up(ray, args.num_cpus)
+            wait_for_workers(args.num_cpus)
             one = mlray_run([LITES[0]], folders, args.batch_size, args.k, Path(tmp) / f"one-{rep}")
             three = mlray_run(list(LITES), folders, args.batch_size, args.k, Path(tmp) / f"three-{rep}")
             ray.shutdown()
