@@ -33,7 +33,7 @@ and mlray / ceiling throughput (higher is better). Targets: one model >= 1.0x th
 ceiling; three models in one run >= 1.2x three DataLoader runs and >= 0.85x the three models' ceiling. mlray's
 top-1 is checked equal to the DataLoader's on every image, in every repeat.
 
-    python bench/bench_inference.py                       # about 20 minutes on a 2-core machine
+    python bench/bench_inference.py                       # 20-30 minutes on a 2-core machine
     python bench/bench_inference.py --limit 10 --repeat 1 --json o.json   # a quick check, figures also as JSON
 """
 
