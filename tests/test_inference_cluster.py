@@ -191,7 +191,9 @@ def test_a_slot_is_told_to_prepare_a_model_whose_shards_are_still_decoding(ray_c
 
     def slow_decode(batch):
         deadline = time.monotonic() + 120
-        while not up.exists() and time.monotonic() < deadline:
+        while not up.exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the slot was not ready within 120 s")
             time.sleep(0.05)
         time.sleep(1.5)  # the slot is up long before the first shard is decoded, however slowly it started
         return {"row": np.arange(2)}

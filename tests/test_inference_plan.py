@@ -71,8 +71,9 @@ def test_cpu_slots_are_sized_from_each_node_never_from_the_whole_cluster():
     # 4 slots (one per 8 CPUs) sharing 31 CPUs, 8 threads each
     plan = plan_slots([Node("small", 2, 0), Node("big", 32, 0)], InferenceConfig())
     assert [(s.node, s.cpus, s.threads) for s in plan.slots] == [("small", 1.0, 2)] + [("big", 7.75, 8)] * 4
-    # a decode task may use every CPU of the largest node (capped on its own node and by MAX_DECODE_THREADS)
-    assert (plan.decode_cpus, plan.decode_threads, plan.as_dict()["decode_threads"]) == (1.0, 32, 32)
+    # a decode task may decode with the largest node's CPUs, at most MAX_DECODE_THREADS (4) threads
+    assert (plan.decode_cpus, plan.decode_threads, plan.as_dict()["decode_threads"]) == (1.0, 4, 4)
+    assert plan_slots([Node("n", 3, 0)], InferenceConfig()).decode_threads == 3
     assert plan.decode_cpus == 1.0 and plan.as_dict()["slots"][0] == {
         "node": "small", "cpus": 1.0, "gpus": 0.0, "threads": 2,
     }  # fmt: skip
@@ -284,3 +285,16 @@ def test_mlray_plan_prints_groups_images_store_rates_schedule_and_estimate_offli
     resnet18 = next(m for m in plan["models"] if m["name"] == "resnet18")
     assert resnet18["images"] == 89 - 30 + 10_000 and resnet18["rate_source"] == "table"
     assert sum(c["shards"] for c in plan["schedule"]) == 3 * 13 - 1
+
+
+def test_the_decode_tasks_get_the_plans_threads_and_the_runs_pixel_limit():
+    """What the real backend gives Ray Data's decode function, beside the shards and preprocessings."""
+    from types import SimpleNamespace
+
+    from mlray.inference.driver import _Backend
+    from mlray.inference.worker import decode_batch
+
+    plan = plan_slots([Node("n", 3, 0)], InferenceConfig())
+    config = SimpleNamespace(inference=InferenceConfig(max_pixels=1234))
+    backend = _Backend(None, config, [], [], [], {}, plan, {}, None, {})  # type: ignore[arg-type]
+    assert backend.decoder([], []) == (decode_batch, {"shards": {}, "preps": {}, "max_pixels": 1234, "threads": 3})

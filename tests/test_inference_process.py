@@ -108,6 +108,36 @@ def test_a_decode_task_with_threads_decodes_on_several_idle_priority_threads_and
             "pixels, 0.72 GB per buffer)")  # fmt: skip
     assert two["error_0"].tolist() == ["", "", bad, "", "", ""]
     assert two["error_1"].tolist() == [over, over, bad, over, over, over]
+    # called from a thread of normal priority, the decode threads still lower their own
+    seen.clear()
+    direct = worker._decode_shard(batch, {"k": shard}, {0: small, 1: large}, 10**9, 2)
+    assert [p for p, _ in seen] == [os.SCHED_IDLE] * 6 and len({tid for _, tid in seen}) == 2
+    assert all(np.array_equal(direct[name], one[name]) for name in one)
+    # elsewhere than Linux no thread can go below the model: one thread, the caller's
+    seen.clear()
+    monkeypatch.setattr(worker.sys, "platform", "darwin")
+    other = decode_batch(batch, {"k": shard}, {0: small, 1: large}, 10**9, threads=8)
+    assert {tid for _, tid in seen} == {threading.get_native_id()}
+    assert all(np.array_equal(other[name], one[name]) for name in one)
+
+
+def test_usable_cpus_are_capped_by_a_cgroup_cpu_quota(tmp_path):
+    """Decode threads at idle priority still spend a container's CPU quota: it caps them (v2 and v1 files)."""
+    base = worker.usable_cpus(str(tmp_path / "none"))  # no cgroup files there: the affinity alone
+    assert base == (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "cpu.max").write_text("150000 100000\n")  # 1.5 CPUs: 2 threads
+    assert worker.usable_cpus(str(v2)) == min(base, 2)
+    (v2 / "cpu.max").write_text("max 100000\n")  # no quota
+    assert worker.usable_cpus(str(v2)) == base
+    v1 = tmp_path / "v1"
+    (v1 / "cpu").mkdir(parents=True)
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("50000\n")
+    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert worker.usable_cpus(str(v1)) == 1
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    assert worker.usable_cpus(str(v1)) == base
 
 
 FAULTS = """

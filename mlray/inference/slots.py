@@ -11,10 +11,11 @@ A slot is one long-lived Ray actor that runs one model at a time (:class:`~mlray
   torch uses about the node's CPUs over its slots in threads; model batches of 32.
 
 Decode tasks ask for ``decode_cpus``: one CPU, or what the nodes keep free for decoding when that is less. Each
-decodes its shard with ``decode_threads`` threads at the lowest CPU priority (capped by the CPUs of the node it runs
-on, see :func:`mlray.inference.worker.decode_batch`): one on GPU nodes, whose CPUs each run a decode task of their
-own; on CPU nodes as many as the node has CPUs, so the CPUs a slot holds decode whenever its model leaves them idle
-(while it waits for its next shard, say).
+decodes its shard with ``decode_threads`` threads at the lowest CPU priority (see
+:func:`mlray.inference.worker.decode_batch`, which also caps them at the CPUs its process may use): one on GPU
+nodes, whose CPUs each run a decode task of their own; on CPU nodes the largest node's CPUs, at most
+:data:`MAX_DECODE_THREADS`, so the CPUs a slot holds decode whenever its model leaves them idle (while it waits
+for its next shard, say).
 :func:`plan_slots` raises a one-line :class:`~mlray.errors.MlrayError` naming the resource when a setting asks
 for what no node has, so a run never waits forever for an actor that cannot be placed.
 """
@@ -31,6 +32,8 @@ from ..errors import MlrayError
 
 CPU_SLOT_CPUS = 8
 """A CPU node gets one model slot per this many CPUs (at least one)."""
+MAX_DECODE_THREADS = 4
+"""On CPU nodes a decode task decodes with at most this many threads (each holds one image's buffers)."""
 GPU_BATCH_SIZE = 256
 CPU_BATCH_SIZE = 32
 
@@ -167,7 +170,8 @@ def _cpu_slots(nodes: Sequence[Node], settings: InferenceConfig) -> SlotPlan:
             f"inference: model slots of {asked:g} CPUs (cpus_per_actor) leave no CPU on any node to decode images "
             "on: lower cpus_per_actor"
         )
-    return SlotPlan("cpu", tuple(slots), settings.batch_size or CPU_BATCH_SIZE, decode_cpus, max(1, int(most)))
+    decode_threads = max(1, min(MAX_DECODE_THREADS, int(most)))
+    return SlotPlan("cpu", tuple(slots), settings.batch_size or CPU_BATCH_SIZE, decode_cpus, decode_threads)
 
 
 def gpu_slot_plan(gpus: int, settings: InferenceConfig) -> SlotPlan:

@@ -15,6 +15,7 @@ Every image comes back in its shard's result: with its top-K, or with the stage 
 from __future__ import annotations
 
 import gc
+import math
 import os
 import sys
 import threading
@@ -22,6 +23,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -33,9 +35,7 @@ from .malloc import keep_freed_memory
 
 T = TypeVar("T")
 DECODE_NICE = 19
-"""The niceness of decode work where Linux's ``SCHED_IDLE`` policy is refused (:func:`at_low_priority`)."""
-MAX_DECODE_THREADS = 4
-"""At most this many threads decode the images of one shard (:func:`decode_batch`)."""
+"""The niceness of decode work where Linux's ``SCHED_IDLE`` policy is refused (:func:`lower_this_thread`)."""
 
 Decoded = dict[str, np.ndarray]
 """One shard decoded for one preprocessing: ``image_id``, ``path``, ``stage``, ``error`` (str arrays; ``error``
@@ -106,10 +106,11 @@ def decode_batch(
     ``preps`` the shard is not needed for get 1 x 1 placeholders. A read or decode failure is that image's error
     for every group; a resize failure only for the group it failed in. The work runs at a lower CPU priority
     (:func:`at_low_priority`), so a model on the same node's CPUs runs at full speed and decoding takes the
-    cycles it leaves; with ``threads`` > 1, the shard's images are decoded by that many threads (at most
-    :data:`MAX_DECODE_THREADS` and the CPUs this process may run on), each at that priority, so every core a
-    model leaves idle decodes (Pillow releases the GIL while it decodes and resizes). The result does not depend
-    on ``threads``."""
+    cycles it leaves; with ``threads`` > 1 (the plan's :attr:`~mlray.inference.slots.SlotPlan.decode_threads`),
+    on Linux, the shard's images are decoded by that many threads (no more than :func:`usable_cpus`), each at that
+    priority, so every core a model leaves idle decodes (Pillow releases the GIL while it decodes and resizes);
+    elsewhere by one thread, since no thread there can be put below the model. The result does not depend on
+    ``threads``."""
     return at_low_priority(_decode_shard, batch, shards, preps, max_pixels, threads)
 
 
@@ -144,7 +145,7 @@ def _decode_shard(
             except Exception as exc:  # the memory budget of the resize, or anything else a resizer can do
                 stage[g][i], error[g][i] = _failure(exc)
 
-    threads = min(threads, MAX_DECODE_THREADS, usable_cpus(), n)
+    threads = min(threads, usable_cpus(), n) if sys.platform == "linux" else 1
     if threads > 1:
         with ThreadPoolExecutor(threads, thread_name_prefix="mlray-decode", initializer=lower_this_thread) as pool:
             for _ in pool.map(one, range(n)):
@@ -163,12 +164,40 @@ def _decode_shard(
     return out
 
 
-def usable_cpus() -> int:
-    """The CPUs this process may run on (its affinity where the platform has one, else every CPU; at least 1)."""
+def usable_cpus(cgroup: str = "/sys/fs/cgroup") -> int:
+    """The CPUs this process may use, at least 1: the CPUs it may run on (its affinity where the platform has one,
+    else every CPU), and no more than its cgroup's CPU quota rounded up (a container's CPU limit: cgroup v2
+    ``cpu.max``, else v1 ``cpu/cpu.cfs_quota_us`` over ``cpu.cfs_period_us``), where ``cgroup`` has one.
+
+    Why the quota: threads at idle priority still spend it, and a container over its quota is throttled, models
+    included."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+        cpus = os.cpu_count() or 1
+    quota = _cgroup_quota(cgroup)
+    if quota is not None:
+        cpus = min(cpus, math.ceil(quota))
+    return max(1, cpus)
+
+
+def _cgroup_quota(root: str) -> float | None:
+    """CPUs of the cgroup CPU quota under ``root`` (v2 ``cpu.max``: "QUOTA PERIOD" or "max PERIOD"; else v1
+    ``cpu/cpu.cfs_quota_us`` and ``cpu/cpu.cfs_period_us``, -1 for none); None where there is no quota."""
+    try:
+        quota, period = (Path(root) / "cpu.max").read_text().split()
+    except (OSError, ValueError):
+        try:
+            quota = (Path(root) / "cpu" / "cpu.cfs_quota_us").read_text().strip()
+            period = (Path(root) / "cpu" / "cpu.cfs_period_us").read_text().strip()
+        except OSError:
+            return None
+    try:
+        if quota in ("max", "-1") or float(period) <= 0:
+            return None
+        return float(quota) / float(period)
+    except ValueError:
+        return None
 
 
 def lower_this_thread() -> None:
