@@ -218,7 +218,7 @@ def main() -> int:
     print(f"decode + resize on the GPU (nvJPEG + torch): {gpu_rate:,.0f} img/s", flush=True)
 
     cluster.connect()
-    wait_for_workers(cpus)
+    wait_for_workers(ray)
     with tempfile.TemporaryDirectory(prefix="mlray-bench-gpu-") as tmp:
         manifest = photo_manifest(files, args.images, Path(tmp) / "photos.csv")
         one = mlray_run(["resnet50"], manifest, args.batch_size, 1, Path(tmp) / "one", device)

@@ -167,30 +167,55 @@ def mlray_run(models: list[str], folders: list[Path], batch_size: int, k: int, o
     }  # fmt: skip
 
 
-def idle_workers() -> int:
-    """Ray worker processes of this machine that are up and have run nothing yet (process title ``ray::IDLE``)."""
+def _parent(proc: Path) -> int:
+    """The parent process id of ``/proc/PID`` (the field after the command name in ``stat``)."""
+    return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def idle_workers(raylet: int) -> int:
+    """Worker processes of the raylet ``raylet`` (a process id) that are up and have run nothing yet (process
+    title ``ray::IDLE``)."""
     n = 0
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+    for proc in Path("/proc").glob("[0-9]*"):
         try:
-            n += cmdline.read_bytes().startswith(b"ray::IDLE")
-        except OSError:  # the process ended meanwhile
+            n += (proc / "cmdline").read_bytes().startswith(b"ray::IDLE") and _parent(proc) == raylet
+        except (OSError, ValueError, IndexError):  # the process ended meanwhile
             pass
     return n
 
 
-def wait_for_workers(cpus: int, timeout_s: float = 60.0) -> int:
+def wait_for_workers(ray, timeout_s: float = 60.0) -> int:
     """Make the local Ray instance "already started", as ``mlray evaluate`` finds it after ``ray.init``: wait until
-    the ``cpus`` worker processes Ray starts ahead are up and idle (at most ``timeout_s``), and run nothing on them.
-    A slot actor then starts in one of them, as in a real run; a worker that has run a task would not be given to
-    an actor, which would wait for a new process (0.5-1 s here). Returns the idle workers found."""
-    if not Path("/proc").is_dir():  # not Linux: no process titles to read, a fixed wait instead
+    the worker processes its raylet starts ahead (one per CPU of the instance) are up and idle (at most
+    ``timeout_s``, then a warning), and run nothing on them. A slot actor then starts in one of them, as in a real
+    run; a worker that has run a task would not be given to an actor, which would wait for a new process (0.5-1 s
+    here). Returns the idle workers found; -1 where there is no ``/proc`` to read (not Linux: a 3 s wait instead)."""
+    if not Path("/proc").is_dir():
         time.sleep(3.0)
         return -1
+    node = ray.nodes()[0]
+    cpus = int(node["Resources"].get("CPU", 1))
+    raylet = raylet_pid(node["RayletSocketName"])
     deadline = time.monotonic() + timeout_s
-    while (n := idle_workers()) < cpus and time.monotonic() < deadline:
+    while (n := idle_workers(raylet)) < cpus:
+        if time.monotonic() > deadline:
+            print(f"warning: {n} of {cpus} Ray worker processes idle after {timeout_s:g} s", file=sys.stderr)
+            return n
         time.sleep(0.1)
     time.sleep(0.5)  # the last one registering with its raylet
     return n
+
+
+def raylet_pid(socket: str) -> int:
+    """The process id of the raylet listening on ``socket`` (its node's ``RayletSocketName``)."""
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # the process ended meanwhile
+            continue
+        if args[0].endswith(b"raylet") and any(socket.encode() in a for a in args):
+            return int(proc.name)
+    raise RuntimeError(f"no raylet process listens on {socket}")
 
 
 def main() -> int:
@@ -254,7 +279,7 @@ def main() -> int:
                 print(f"[{rep + 1}/{args.repeat}] ceiling {m}: {r['wall_s']:6.1f} s = {r['img_s']:6.1f} img/s; steady "
                       f"{r['steady_img_s']:6.1f} img/s", flush=True)  # fmt: skip
             cluster.connect(num_cpus=args.num_cpus)
-            wait_for_workers(args.num_cpus)
+            wait_for_workers(ray)
             one = mlray_run([LITES[0]], folders, args.batch_size, args.k, Path(tmp) / f"one-{rep}")
             three = mlray_run(list(LITES), folders, args.batch_size, args.k, Path(tmp) / f"three-{rep}")
             ray.shutdown()
