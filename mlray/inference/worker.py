@@ -145,7 +145,8 @@ def _decode_shard(
             except Exception as exc:  # the memory budget of the resize, or anything else a resizer can do
                 stage[g][i], error[g][i] = _failure(exc)
 
-    threads = min(threads, usable_cpus(), n) if sys.platform == "linux" else 1
+    if threads > 1:  # only then the CPUs are looked up (GPU nodes ask for one thread)
+        threads = min(threads, usable_cpus(), n) if sys.platform == "linux" else 1
     if threads > 1:
         with ThreadPoolExecutor(threads, thread_name_prefix="mlray-decode", initializer=lower_this_thread) as pool:
             for _ in pool.map(one, range(n)):
@@ -216,10 +217,10 @@ def lower_this_thread() -> None:
 
 
 def at_low_priority(fn: Callable[..., T], *args: Any) -> T:
-    """``fn(*args)``, run in a new thread of the lowest CPU priority: Linux's ``SCHED_IDLE`` policy (the thread runs
-    when a core would otherwise idle), else niced by :data:`DECODE_NICE`; elsewhere than Linux (where a thread's
-    scheduling is not its own) in the calling thread, as is. Its result or exception is the caller's; the calling
-    thread's own scheduling never changes (a Ray worker process runs later tasks as it started).
+    """``fn(*args)``, run in a new thread of the lowest CPU priority (:func:`lower_this_thread`); elsewhere than
+    Linux (where a thread's scheduling is not its own) in the calling thread, as is. Its result or exception is
+    the caller's; the calling thread's own scheduling never changes (a Ray worker process runs later tasks as it
+    started).
 
     Why: on a CPU node a slot's torch threads use every core, and a decode task beside them stalls every parallel
     region of the model. lite0 on 2 cores, in a process niced by 15 as Ray's workers are, beside one process
